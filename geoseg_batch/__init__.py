@@ -1,0 +1,23 @@
+"""geoseg_batch: segment satellite and aerial scenes of any size with a U-Net, on a Dask cluster.
+
+The public Python API mirrors the ``geoseg-batch`` command line, one function per command::
+
+    import geoseg_batch as gb
+    gb.synth("data", chips=200)
+    gb.pack_shards("data/chips", "shards")
+    result = gb.train(data="shards", out="run", epochs=10)
+    gb.evaluate(model=result.outputs[0]["bundle"], data="shards", out="eval", split="test")
+"""
+
+__version__ = "0.1.0"
+
+from geoseg_batch.api import (  # noqa: E402  (the version must exist before submodules import it)
+    JobResult, demo, evaluate, info, pack_shards, shard_info, shard_stats, submit, synth, train, validate,
+)
+from geoseg_batch.config import DemoJob, EvaluateJob, TrainJob, load_job  # noqa: E402
+from geoseg_batch.runner import run_job  # noqa: E402
+
+__all__ = [
+    "__version__", "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "validate",
+    "submit", "info", "run_job", "load_job", "JobResult", "TrainJob", "EvaluateJob", "DemoJob",
+]

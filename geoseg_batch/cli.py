@@ -1,0 +1,222 @@
+"""`geoseg-batch`: parse arguments, build the job the options describe, delegate.
+
+Subcommands only parse and call the Python API (:mod:`geoseg_batch.api`); options map
+onto the job schema's dotted keys, so a CLI run and the equivalent YAML job are the same
+job. Errors: one line on stderr (the last line), exit 2 for bad input or usage, 1 for a
+failure during the run; tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from geoseg_batch.errors import GeosegError
+
+PROG = "geoseg-batch"
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster")
+    target = group.add_mutually_exclusive_group()
+    target.add_argument("--scheduler", metavar="ADDR", help="address of an existing Dask scheduler")
+    target.add_argument("--workers", type=int, metavar="N", help="embedded LocalCluster size (default: one per core)")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "data.path": args.data, "out": args.out, "data.fill_nan": args.fill_nan,
+        "model.model_type": args.model_type, "model.depth": args.depth, "model.base_filters": args.base_filters,
+        "model.input_size": args.input_size,
+        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.learning_rate": args.learning_rate,
+        "train.loss": args.loss, "train.patience": args.patience, "train.seed": args.seed,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Segment scenes of any size with a U-Net, on Dask.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and results")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="the main job: synthetic data -> shards -> train -> evaluate")
+    demo.add_argument("--out", default=None, help="output directory (default: demo_out)")
+    _cluster_options(demo)
+
+    synth = commands.add_parser("synth", help="synthetic Landslide4Sense chips and georeferenced scenes")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--chips", type=int, default=200)
+    synth.add_argument("--bands", type=int, default=14)
+    synth.add_argument("--size", type=int, default=128)
+    synth.add_argument("--scenes", type=int, default=2)
+    synth.add_argument("--seed", type=int, default=0)
+
+    shards = commands.add_parser("shards", help="pack, inspect and summarize HDF5 shards")
+    shard_commands = shards.add_subparsers(dest="shards_command", required=True, metavar="ACTION")
+    pack = shard_commands.add_parser("pack", help="validate chips and pack them into shards")
+    pack.add_argument("src", help="Landslide4Sense directory (img/, mask/) or shards to repack")
+    pack.add_argument("out")
+    pack.add_argument("--chips-per-shard", type=int, default=256)
+    pack.add_argument("--fill-nan", type=float, metavar="V", help="replace NaN/inf pixels with V instead of failing")
+    pack.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"))
+    pack.add_argument("--overwrite", action="store_true")
+    _cluster_options(pack)
+    info = shard_commands.add_parser("info", help="index of a shard directory or file")
+    info.add_argument("path")
+    stats = shard_commands.add_parser("stats", help="per-band mean/std/min/max with Dask (saved as stats.json)")
+    stats.add_argument("path")
+    _cluster_options(stats)
+
+    train = commands.add_parser("train", help="train a U-Net / Attention U-Net (one run or a sweep)")
+    train.add_argument("job", nargs="?", help="train job YAML (options below override it)")
+    train.add_argument("--data", help="Landslide4Sense directory or shard directory")
+    train.add_argument("--out")
+    train.add_argument("--model-type", choices=("unet", "attention_unet"))
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--base-filters", type=int)
+    train.add_argument("--depth", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--loss", choices=("dice", "bce_dice", "focal_tversky"))
+    train.add_argument("--patience", type=int)
+    train.add_argument("--input-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--fill-nan", type=float, metavar="V")
+
+    evaluate = commands.add_parser("evaluate", help="metrics, confusion matrix, PR curve and samples of a bundle")
+    evaluate.add_argument("--model", required=True, help="model bundle (.keras)")
+    evaluate.add_argument("--data", required=True, help="Landslide4Sense directory or shard directory")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--split", choices=("all", "train", "val", "test"),
+                          help="all chips (default) or the bundle's own split")
+    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--fill-nan", type=float, metavar="V")
+
+    validate = commands.add_parser("validate", help="check a job file without touching a cluster")
+    validate.add_argument("job")
+    submit = commands.add_parser("submit", help="run any job file")
+    submit.add_argument("job")
+    _cluster_options(submit)
+
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bench_train = bench_commands.add_parser("train", help="chips/s and peak RSS: shards vs in-memory NumPy")
+    bench_train.add_argument("--json", required=True, metavar="FILE")
+    bench_train.add_argument("--chips", type=int, default=256)
+    bench_train.add_argument("--size", type=int, default=128)
+    bench_train.add_argument("--bands", type=int, default=14)
+    bench_train.add_argument("--batch-size", type=int, default=8)
+    bench_train.add_argument("--base-filters", type=int, default=16)
+    bench_train.add_argument("--depth", type=int, default=4)
+    bench_train.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
+    bench_train.add_argument("--repeats", type=int, default=3)
+    bench_train.add_argument("--scaling", action="store_true",
+                             help="also: peak RSS of one epoch over N vs 4N shards")
+
+    commands.add_parser("info", help="versions, devices, cluster reachability").add_argument(
+        "--scheduler", metavar="ADDR", help="also check this scheduler answers")
+    return parser
+
+
+def _print(payload: Any) -> None:
+    if isinstance(payload, (dict, list)):
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(payload)
+
+
+def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the parsed command; returns the exit code."""
+    from geoseg_batch import api
+
+    command = args.command
+    if command == "demo":
+        result = api.demo(out=args.out, scheduler=args.scheduler, workers=args.workers)
+        print(f"bundle: {result.outputs[0]['bundle']}")
+        print(f"report: {result.outputs[0]['report']}")
+        print(f"manifest: {result.manifest}")
+    elif command == "synth":
+        result = api.synth(args.out, chips=args.chips, bands=args.bands, size=args.size, scenes=args.scenes,
+                           seed=args.seed)
+        print(f"chips: {result.chips_dir}")
+        for scene in result.scenes:
+            print(f"scene: {scene}")
+    elif command == "shards":
+        if args.shards_command == "pack":
+            result = api.pack_shards(args.src, args.out, chips_per_shard=args.chips_per_shard, fill_nan=args.fill_nan,
+                                     compression=args.compression, overwrite=args.overwrite,
+                                     scheduler=args.scheduler, workers=args.workers)
+            print(f"packed {result.chips} chips into {result.shards} shards: {result.out}")
+            print(f"stats: {result.stats}")
+        elif args.shards_command == "info":
+            _print(api.shard_info(args.path))
+        else:
+            _print(api.shard_stats(args.path, scheduler=args.scheduler, workers=args.workers).to_dict())
+    elif command == "train":
+        if args.job is None and args.data is None:
+            parser.error("train needs a job file or --data PATH")
+        result = api.train(job=args.job, **_train_overrides(args))
+        for output in result.outputs:
+            print(f"bundle: {output['bundle']}")
+        print(f"manifest: {result.manifest}")
+    elif command == "evaluate":
+        result = api.evaluate(model=args.model, data=args.data, out=args.out, split=args.split,
+                              batch_size=args.batch_size, fill_nan=args.fill_nan)
+        _print({k: round(v, 4) for k, v in result.summary.items()})
+        print(f"metrics: {result.outputs[0]['metrics']}")
+    elif command == "validate":
+        job = api.validate(args.job)
+        print(f"ok: {job.kind} job {job.name!r} ({args.job})")
+    elif command == "submit":
+        result = api.submit(args.job, scheduler=args.scheduler, workers=args.workers)
+        print(f"manifest: {result.manifest}")
+    elif command == "bench":
+        from geoseg_batch.bench import bench_train
+
+        figures = bench_train(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
+                              batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
+                              steps=args.steps, repeats=args.repeats, scaling=args.scaling)
+        _print(figures)
+    elif command == "info":
+        _print(api.info(scheduler=args.scheduler))
+    return 0
+
+
+def _configure_logging(quiet: bool) -> None:
+    logger = logging.getLogger("geoseg_batch")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `geoseg-batch` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.quiet)
+    try:
+        return dispatch(args, parser)
+    except GeosegError as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the promise is one line, not a traceback
+        if args.debug:
+            raise
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A chip collection: one way to read chips from either on-disk layout, and the split.
+
+A :class:`ChipCollection` is a list of *groups* (a shard file, or a run of
+Landslide4Sense files) whose chips are read together; training streams groups in a
+shuffled, interleaved order, statistics reduce over groups with Dask.
+
+Every chip has an id (``image_N``, kept when packing), and its split (train / val / test)
+is a pure function of that id and a seed, so a chip lands in the same split whether it
+is read from the Landslide4Sense directory or from shards packed from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geoseg_batch.data import l4s, shards
+from geoseg_batch.data.bands import default_band_names
+from geoseg_batch.errors import DataError, MissingInputError
+
+SPLITS = ("train", "val", "test", "all")
+L4S_GROUP_SIZE = 32
+
+
+@dataclass(frozen=True)
+class ChipGroup:
+    """Chips read together: one shard file, or a run of Landslide4Sense pairs."""
+
+    chip_ids: tuple[str, ...]
+    shard: Path | None = None
+    pairs: tuple[l4s.L4SPair, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChipCollection:
+    """Validated chips from one path, in either layout."""
+
+    path: Path
+    layout: str  # "shards" | "l4s"
+    groups: tuple[ChipGroup, ...]
+    band_names: tuple[str, ...]
+    chip_shape: tuple[int, int]  # (rows, cols)
+    fill_nan: float | None = None
+
+    @property
+    def chips(self) -> int:
+        return sum(len(g.chip_ids) for g in self.groups)
+
+    @property
+    def bands(self) -> int:
+        return len(self.band_names)
+
+    def files(self) -> list[Path]:
+        """Every data file, for checksums."""
+        if self.layout == "shards":
+            return [g.shard for g in self.groups]
+        return [f for g in self.groups for p in g.pairs for f in (p.image, p.mask)]
+
+
+def open_chips(path: Path | str, fill_nan: float | None = None) -> ChipCollection:
+    """Open a Landslide4Sense directory or a shard directory/file, validating its structure."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(
+            f"{path}: no such file or directory; --data takes a Landslide4Sense directory (img/, mask/) "
+            "or a directory of shards"
+        )
+    if shards.is_shard_path(path):
+        shard_set = shards.open_shards(path)
+        groups = tuple(ChipGroup(chip_ids=s.chip_ids, shard=s.path) for s in shard_set.shards)
+        return ChipCollection(path, "shards", groups, shard_set.band_names, shard_set.chip_shape, fill_nan)
+    if path.is_dir() and (l4s.is_l4s_dir(path) or not any(path.iterdir())):
+        index = l4s.scan_l4s(path)
+        pairs = index.pairs
+        groups = tuple(
+            ChipGroup(chip_ids=tuple(p.chip_id for p in pairs[i:i + L4S_GROUP_SIZE]), pairs=pairs[i:i + L4S_GROUP_SIZE])
+            for i in range(0, len(pairs), L4S_GROUP_SIZE)
+        )
+        return ChipCollection(path, "l4s", groups, default_band_names(index.bands), index.chip_shape, fill_nan)
+    raise DataError(
+        f"{path}: neither a Landslide4Sense directory (img/image_N.h5, mask/mask_N.h5) "
+        "nor a shard directory (shard_*.h5, index.json)"
+    )
+
+
+def read_group(collection: ChipCollection, group: ChipGroup, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 (n, rows, cols, bands), masks uint8 (n, rows, cols)) of a group's chips at ``positions``."""
+    if group.shard is not None:
+        images, masks = shards.read_shard_chips(group.shard, positions)
+        if images is None:
+            return _empty(collection)
+        return l4s.checked_image(images, group.shard, collection.fill_nan), masks
+    if not len(positions):
+        return _empty(collection)
+    chips = [l4s.read_l4s_pair(group.pairs[int(i)], collection.fill_nan) for i in positions]
+    return np.stack([c[0] for c in chips]), np.stack([c[1] for c in chips])
+
+
+def _empty(collection: ChipCollection) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = collection.chip_shape
+    return np.zeros((0, rows, cols, collection.bands), np.float32), np.zeros((0, rows, cols), np.uint8)
+
+
+def iter_chips(collection: ChipCollection, split: str = "all", val_fraction: float = 0.0,
+               test_fraction: float = 0.0, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (image, mask) of every chip in ``split``, group by group, in stored order."""
+    for group in collection.groups:
+        positions = split_positions(group.chip_ids, split, val_fraction, test_fraction, seed)
+        images, masks = read_group(collection, group, positions)
+        yield from zip(images, masks)
+
+
+def split_of(chip_id: str, val_fraction: float, test_fraction: float, seed: int) -> str:
+    """'train', 'val' or 'test' for a chip id: a stable hash of (seed, id) against the fractions."""
+    digest = hashlib.blake2b(f"{seed}:{chip_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def split_positions(chip_ids: tuple[str, ...], split: str, val_fraction: float, test_fraction: float,
+                    seed: int) -> np.ndarray:
+    """Positions (within a group) of the chips that belong to ``split`` ('all' keeps every chip)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return np.arange(len(chip_ids))
+    keep = [i for i, c in enumerate(chip_ids) if split_of(c, val_fraction, test_fraction, seed) == split]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def count_split(collection: ChipCollection, split: str, val_fraction: float, test_fraction: float,
+                seed: int) -> int:
+    """Number of chips of the collection in ``split``."""
+    return sum(len(split_positions(g.chip_ids, split, val_fraction, test_fraction, seed)) for g in collection.groups)

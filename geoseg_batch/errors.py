@@ -1,0 +1,62 @@
+"""Typed errors: each subclass is also the matching built-in exception.
+
+The CLI turns a :class:`GeosegError` into one line on stderr and its ``exit_code``:
+2 for bad input or usage (the user can fix it), 1 for a failure during the run.
+Messages say what was received, what was expected and how to fix it, and name the
+file or YAML key involved.
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Base of every error geoseg_batch raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(GeosegError, ValueError):
+    """Bad input the user can fix: data, arguments, job files. Exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(InputError):
+    """A data file (HDF5 chip, shard, raster) is malformed or inconsistent."""
+
+
+class ConfigError(InputError):
+    """A job file or option value is invalid."""
+
+
+class BundleError(InputError):
+    """A file given as a model bundle is not one, or is incompatible."""
+
+
+class MissingInputError(GeosegError, FileNotFoundError):
+    """An input path does not exist. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        # FileNotFoundError's (errno, strerror) signature would garble str(); keep ours.
+        Exception.__init__(self, message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """An output path exists and overwriting was not asked for. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RunError(GeosegError, RuntimeError):
+    """A failure during the run (not the user's input). Exit code 1."""

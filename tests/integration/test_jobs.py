@@ -1,0 +1,52 @@
+"""Every shipped job runs, in tiny mode, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from geoseg_batch.cli import main
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
+
+
+def _tiny(name: str, tmp_path: Path, **changes: object) -> Path:
+    payload = yaml.safe_load((JOBS / name).read_text())
+    for dotted, value in changes.items():
+        node = payload
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    payload.pop("sweep", None) if "sweep" not in changes else None
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(payload))
+    return path
+
+
+def test_demo_job_tiny(tmp_path, capsys):
+    job = _tiny("demo.yaml", tmp_path, out=str(tmp_path / "demo"), chips=48, size=32, scenes=1,
+                **{"train.epochs": 1, "model.depth": 2, "model.base_filters": 4, "cluster.workers": 1})
+    assert main(["submit", str(job)]) == 0
+    manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    output = manifest["outputs"][0]
+    assert Path(output["bundle"]).exists() and Path(output["metrics"]).exists()
+    assert len(output["scenes"]) == 1 and Path(output["scenes"][0]).exists()
+    assert {"test_f1", "test_iou", "wall_s"} <= set(manifest["summary"])
+
+
+def test_train_and_evaluate_jobs_tiny(tmp_path, chips_dir, capsys):
+    train = _tiny("train_landslide4sense.yaml", tmp_path, out=str(tmp_path / "l4s"), **{
+        "data.path": str(chips_dir), "train.epochs": 1, "model.depth": 2, "model.base_filters": 4,
+        "model.input_size": 32, "sweep": {"base_filters": [2, 4]}})
+    assert main(["validate", str(train)]) == 0
+    assert main(["submit", str(train)]) == 0
+    results = (tmp_path / "l4s" / "results.csv").read_text().splitlines()
+    assert len(results) == 3
+    bundle = tmp_path / "l4s" / "runs" / "unet_f2_lr0.001_b8" / "model.keras"
+    evaluate = _tiny("evaluate_landslide4sense.yaml", tmp_path, model=str(bundle), data=str(chips_dir),
+                     out=str(tmp_path / "eval"))
+    assert main(["submit", str(evaluate)]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["chips"] == 96
