@@ -37,7 +37,7 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
     from geoseg_batch.data.pipeline import Transform, array_dataset, chip_dataset
     from geoseg_batch.data.stats import load_stats
     from geoseg_batch.model.unet import build_model
-    from geoseg_batch.train.fit import _Loop
+    from geoseg_batch.training.fit import _Loop
 
     collection = open_chips(args["data"])
     stats = load_stats(Path(args["data"]) / "stats.json")

@@ -52,8 +52,8 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
     import keras
 
     from geoseg_batch.runtime import configure_tensorflow
-    from geoseg_batch.train.fit import fit
-    from geoseg_batch.train.sweep import RESULTS_NAME, run_summary, run_sweep
+    from geoseg_batch.training.fit import fit
+    from geoseg_batch.training.sweep import RESULTS_NAME, run_summary, run_sweep
 
     configure_tensorflow()
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
 def run_evaluate(job: EvaluateJob, client: Any | None = None) -> JobResult:
     """Evaluate a bundle; writes metrics.json, PNGs and manifest.json."""
     from geoseg_batch.runtime import configure_tensorflow
-    from geoseg_batch.train.evaluate import evaluate
+    from geoseg_batch.training.evaluate import evaluate
 
     configure_tensorflow()
     result = evaluate(job)

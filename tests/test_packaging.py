@@ -45,3 +45,18 @@ def test_readme_opens_with_the_two_commands():
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "## Architecture" in readme
+
+
+def test_public_api_names_survive_importing_every_submodule():
+    """A subpackage named like an API function (geoseg_batch.train) would replace it on import."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import geoseg_batch
+
+    for module in pkgutil.walk_packages(geoseg_batch.__path__, "geoseg_batch."):
+        importlib.import_module(module.name)
+    for name in geoseg_batch.__all__:
+        value = getattr(geoseg_batch, name)
+        assert not inspect.ismodule(value), f"geoseg_batch.{name} is shadowed by a module"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from geoseg_batch import evaluate, train
-from geoseg_batch.train.fit import TrainState
+from geoseg_batch.training.fit import TrainState
 
 LEARN = {"depth": 3, "base_filters": 8, "batch_size": 16, "seed": 0}
 

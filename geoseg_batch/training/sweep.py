@@ -16,7 +16,7 @@ from typing import Any
 
 from geoseg_batch.config import TrainJob
 from geoseg_batch.io.publish import atomic_path, write_json
-from geoseg_batch.train.fit import FitResult
+from geoseg_batch.training.fit import FitResult
 
 RESULTS_NAME = "results.csv"
 RUN_SUMMARY = "run.json"
