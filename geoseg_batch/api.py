@@ -49,7 +49,7 @@ def synth(out: str | Path, chips: int = 200, bands: int = 14, size: int = 128, s
 
 
 def pack_shards(src: str | Path, out: str | Path, chips_per_shard: int = 256, fill_nan: float | None = None,
-                compression: str = "gzip", overwrite: bool = False, scheduler: str | None = None,
+                compression: str = "blosc", overwrite: bool = False, scheduler: str | None = None,
                 workers: int | None = None) -> PackResult:
     """Validate chips at ``src`` and pack them into HDF5 shards at ``out`` (with index.json and stats.json)."""
     from geoseg_batch.data.chips import open_chips

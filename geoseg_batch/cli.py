@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("out")
     pack.add_argument("--chips-per-shard", type=int, default=256)
     pack.add_argument("--fill-nan", type=float, metavar="V", help="replace NaN/inf pixels with V instead of failing")
-    pack.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"))
+    pack.add_argument("--compression", default="blosc", choices=("blosc", "gzip", "lzf", "none"),
+                      help="blosc (LZ4, byte shuffle; default: fastest to read), gzip, lzf or none")
     pack.add_argument("--overwrite", action="store_true")
     _cluster_options(pack)
     info = shard_commands.add_parser("info", help="index of a shard directory or file")

@@ -88,12 +88,9 @@ def open_chips(path: Path | str, fill_nan: float | None = None) -> ChipCollectio
 
 
 def read_group(collection: ChipCollection, group: ChipGroup, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(images float32 (n, rows, cols, bands), masks uint8 (n, rows, cols)) of a group's chips at ``positions``."""
-    if group.shard is not None:
-        images, masks = shards.read_shard_chips(group.shard, positions)
-        if images is None:
-            return _empty(collection)
-        return l4s.checked_image(images, group.shard, collection.fill_nan), masks
+    """(images float32 (n, rows, cols, bands), masks uint8 (n, rows, cols)) of a group's chips at ``positions`` (ascending)."""
+    if group.shard is not None:  # values were checked (or filled) when the shard was packed
+        return shards.read_shard_chips(group.shard, positions)
     if not len(positions):
         return _empty(collection)
     chips = [l4s.read_l4s_pair(group.pairs[int(i)], collection.fill_nan) for i in positions]

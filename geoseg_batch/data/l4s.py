@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from geoseg_batch.data.hdf5 import open_hdf5, require
 from geoseg_batch.errors import DataError, MissingInputError
 
 IMAGE_KEY = "img"
@@ -61,16 +61,8 @@ def _numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
 
 
 def _dataset_shape(path: Path, key: str) -> tuple[int, ...]:
-    try:
-        with h5py.File(path, "r") as handle:
-            if key not in handle:
-                raise DataError(
-                    f"{path}: dataset '{key}' not found (found: {sorted(handle.keys())}); "
-                    f"Landslide4Sense files keep their array under '{key}'"
-                )
-            return tuple(handle[key].shape)
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file (truncated or not HDF5): {exc}") from None
+    with open_hdf5(path) as handle:
+        return tuple(require(handle, key, path, f"Landslide4Sense files keep their array under '{key}'").shape)
 
 
 def scan_l4s(root: Path | str) -> L4SIndex:
@@ -151,11 +143,8 @@ def checked_mask(mask: np.ndarray, source: Path) -> np.ndarray:
 
 def read_l4s_pair(pair: L4SPair, fill_nan: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(image float32 (rows, cols, bands), mask uint8 (rows, cols)) of one chip, values checked."""
-    try:
-        with h5py.File(pair.image, "r") as handle:
-            image = handle[IMAGE_KEY][()]
-        with h5py.File(pair.mask, "r") as handle:
-            mask = handle[MASK_KEY][()]
-    except OSError as exc:
-        raise DataError(f"{pair.image}: could not read chip (truncated HDF5?): {exc}") from None
+    with open_hdf5(pair.image) as handle:
+        image = handle[IMAGE_KEY][()]
+    with open_hdf5(pair.mask) as handle:
+        mask = handle[MASK_KEY][()]
     return checked_image(image, pair.image, fill_nan), checked_mask(mask, pair.mask)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import hdf5plugin
 import numpy as np
 
 from geoseg_batch.data import shards
@@ -22,7 +23,7 @@ from geoseg_batch.data.stats import compute_stats
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import staged_directory, write_json
 
-COMPRESSIONS = ("gzip", "lzf", "none")
+COMPRESSIONS = ("blosc", "gzip", "lzf", "none")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ def write_shard(path: Path, collection: ChipCollection, members: list[tuple[int,
     """Write one shard file with the chips ``members``; returns its chip count."""
     rows, cols = collection.chip_shape
     options: dict[str, Any] = {}
-    if compression == "gzip":
+    if compression == "blosc":
+        options = dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    elif compression == "gzip":
         options = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
     elif compression == "lzf":
         options = {"compression": "lzf", "shuffle": True}
@@ -54,6 +57,7 @@ def write_shard(path: Path, collection: ChipCollection, members: list[tuple[int,
         handle.attrs["format_version"] = shards.FORMAT_VERSION
         handle.attrs["band_names"] = json.dumps(list(collection.band_names))
         handle.attrs["source"] = str(collection.path)
+        handle.attrs["compression"] = compression
         images = handle.create_dataset("images", (len(members), rows, cols, collection.bands), np.float32,
                                        chunks=(1, rows, cols, collection.bands), **options)
         masks = handle.create_dataset("masks", (len(members), rows, cols), np.uint8, chunks=(1, rows, cols), **options)
@@ -75,7 +79,7 @@ def pack_shards(
     out: Path | str,
     chips_per_shard: int = 256,
     fill_nan: float | None = None,
-    compression: str = "gzip",
+    compression: str = "blosc",
     overwrite: bool = False,
     client: Any | None = None,
 ) -> PackResult:

@@ -1,9 +1,10 @@
 """tf.data input pipelines: stream chips from disk, shuffle, augment, normalize, batch, prefetch.
 
-Streaming: groups (shards, or runs of Landslide4Sense files) are visited in a shuffled
-order, ``cycle_length`` of them interleaved, each read a few chips at a time in a shuffled
-order, then mixed further in a bounded shuffle buffer. Memory is set by the buffer and the
-read block, never by the dataset's size.
+Streaming: every group (a shard, or a run of Landslide4Sense files) is cut into read
+blocks of ``READ_BLOCK`` consecutive chips; an epoch visits all blocks of all groups in a
+fresh random order (so shards are mixed), reads each with one HDF5 slice per run of
+consecutive chips, and mixes chips further in a bounded shuffle buffer. Memory is set by
+the buffer and the read block, never by the dataset's size.
 
 Per chip, in order: normalization with the per-band statistics, D4 augmentation (one of
 the 8 flips/90-degree rotations, applied identically to image and mask), photometric
@@ -14,7 +15,6 @@ the same transforms to in-memory arrays, the baseline of ``bench train``.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +80,13 @@ def _finish(dataset: tf.data.Dataset, transform: Transform, batch_size: int, shu
     return dataset.with_options(options)
 
 
+def read_blocks(collection: ChipCollection, positions: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+    """(group number, ascending positions) of every read block: up to ``READ_BLOCK`` chips of one group."""
+    return [(number, group_positions[start:start + READ_BLOCK])
+            for number, group_positions in enumerate(positions)
+            for start in range(0, len(group_positions), READ_BLOCK)]
+
+
 def chip_dataset(
     collection: ChipCollection,
     transform: Transform,
@@ -91,39 +98,28 @@ def chip_dataset(
     batch_size: int = 8,
     shuffle: bool = False,
     shuffle_buffer: int = 256,
-    cycle_length: int = 4,
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk."""
     positions = [split_positions(g.chip_ids, split, val_fraction, test_fraction, split_seed) for g in collection.groups]
-    groups = [i for i, p in enumerate(positions) if len(p)]
+    blocks = read_blocks(collection, positions)
     rows, cols = collection.chip_shape
-    calls = itertools.count()
 
-    def read(group_number: np.int64):
-        number = int(group_number)
-        order = positions[number]
-        if shuffle:
-            order = np.random.default_rng([seed, number, next(calls)]).permutation(order)
-        for start in range(0, len(order), READ_BLOCK):
-            images, masks = read_group(collection, collection.groups[number], order[start:start + READ_BLOCK])
-            yield from zip(images, masks)
+    def read(block: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        number, block_positions = blocks[int(block)]
+        return read_group(collection, collection.groups[number], block_positions)
 
-    signature = (
-        tf.TensorSpec((rows, cols, collection.bands), tf.float32),
-        tf.TensorSpec((rows, cols), tf.uint8),
-    )
-    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(groups, np.int64))
+    def read_op(block: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images, masks = tf.numpy_function(read, [block], (tf.float32, tf.uint8), stateful=False)
+        images.set_shape((None, rows, cols, collection.bands))
+        masks.set_shape((None, rows, cols))
+        return images, masks
+
+    dataset = tf.data.Dataset.from_tensor_slices(np.arange(len(blocks), dtype=np.int64))
     if shuffle:
-        dataset = dataset.shuffle(max(len(groups), 1), seed=seed, reshuffle_each_iteration=True)
-    cycle = max(1, min(cycle_length, len(groups)))
-    dataset = dataset.interleave(
-        lambda g: tf.data.Dataset.from_generator(read, args=(g,), output_signature=signature),
-        cycle_length=cycle,
-        block_length=1,
-        # Ordered reads for evaluation; up to two readers in flight for training.
-        **({"num_parallel_calls": min(2, cycle), "deterministic": False} if shuffle else {}),
-    )
+        dataset = dataset.shuffle(max(len(blocks), 1), seed=seed, reshuffle_each_iteration=True)
+    # One Python call per block, two blocks in flight; order kept unless training.
+    dataset = dataset.map(read_op, num_parallel_calls=2, deterministic=not shuffle).unbatch()
     return _finish(dataset, transform, batch_size, shuffle, shuffle_buffer, seed)
 
 

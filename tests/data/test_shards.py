@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import h5py
+import hdf5plugin  # noqa: F401  (Blosc-compressed shards)
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ def test_pack_layout(shards_dir, chips_dir):
     assert [len(s.chip_ids) for s in shard_set.shards] == [24, 24, 24, 24]
     with h5py.File(shard_set.shards[0].path) as f:
         assert f["images"].shape == (24, 32, 32, 14) and f["images"].dtype == np.float32
-        assert f["images"].chunks == (1, 32, 32, 14) and f["images"].compression == "gzip"
+        assert f["images"].chunks == (1, 32, 32, 14) and f.attrs["compression"] == "blosc"
         assert f["masks"].shape == (24, 32, 32) and f["masks"].dtype == np.uint8
         assert f["masks"].chunks == (1, 32, 32)
         assert json.loads(f.attrs["band_names"])[-2:] == ["slope", "DEM"]
@@ -76,7 +77,7 @@ def test_stats_on_distributed_client_equal_threads(shards_dir):
 def test_shards_info_and_stats_cli(shards_dir, capsys):
     assert main(["shards", "info", str(shards_dir)]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["chips"] == 96 and info["band_names"][0] == "B1" and info["compression"] == "gzip"
+    assert info["chips"] == 96 and info["band_names"][0] == "B1" and info["compression"] == "blosc"
     assert main(["shards", "info", str(shards_dir / "shard_00001.h5")]) == 0
     assert json.loads(capsys.readouterr().out)["chips"] == 24
     assert main(["shards", "stats", str(shards_dir), "--workers", "1"]) == 0
@@ -99,3 +100,18 @@ def test_not_a_shard(tmp_path):
         f["images"] = np.zeros((1, 4, 4, 1), np.float32)
     with pytest.raises(DataError, match="dataset 'masks' not found"):
         open_shards(path)
+
+
+def test_read_by_runs_equals_chip_by_chip(shards_dir):
+    from geoseg_batch.data.shards import contiguous_runs, read_shard_chips
+
+    assert contiguous_runs(np.array([0, 1, 2, 5, 7, 8])) == [(0, 3), (5, 6), (7, 9)]
+    path = open_shards(shards_dir).shards[1].path
+    positions = np.array([0, 1, 2, 5, 7, 8, 23])
+    images, masks = read_shard_chips(path, positions)
+    with h5py.File(path) as f:
+        for k, i in enumerate(positions):
+            np.testing.assert_array_equal(images[k], f["images"][i])
+            np.testing.assert_array_equal(masks[k], f["masks"][i])
+    with pytest.raises(ValueError, match="ascending"):
+        read_shard_chips(path, np.array([3, 1]))
