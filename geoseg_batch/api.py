@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import (
-    ClusterSpec, DemoJob, EvaluateJob, TrainJob, load_job, merge_overrides, parse_job,
+    ClusterSpec, DemoJob, EvaluateJob, PredictJob, TrainJob, load_job, merge_overrides, parse_job,
 )
 from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
@@ -21,7 +21,8 @@ from geoseg_batch.errors import MissingInputError
 from geoseg_batch.runner import JobResult, run_job
 
 __all__ = [
-    "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "validate", "submit",
+    "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene", "validate",
+    "submit",
     "info", "JobResult",
 ]
 
@@ -111,7 +112,28 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str | 
     return run_job(parse_job(payload, source="evaluate"))
 
 
-def validate(job: str | Path) -> TrainJob | EvaluateJob | DemoJob:
+def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out: str | Path, *,
+                  stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
+                  bands: list[str | int] | None = None, nodata: float | None = None, float_output: bool | None = None,
+                  zarr_format: int | None = None, cog: bool | None = None, gpu: bool | None = None,
+                  overwrite: bool | None = None, scheduler: str | None = None, workers: int | None = None,
+                  client: Any | None = None) -> JobResult:
+    """Segment one or more scenes tile by tile on Dask: per scene a zarr store and mask/probability COGs.
+
+    ``client``: an existing ``distributed.Client`` to run on (else ``scheduler``/``workers``
+    select or start a cluster, as on the command line).
+    """
+    paths = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
+    payload = merge_overrides({"kind": "predict"}, {
+        "scenes": [str(p) for p in paths], "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
+        "overlap": overlap, "bands": bands, "nodata": nodata, "float_output": float_output,
+        "zarr_format": zarr_format, "cog": cog, "gpu": gpu, "overwrite": overwrite,
+        "cluster.scheduler": scheduler, "cluster.workers": workers,
+    })
+    return run_job(parse_job(payload, source="predict"), client)
+
+
+def validate(job: str | Path) -> TrainJob | EvaluateJob | PredictJob | DemoJob:
     """Check a job file (schema and input paths) without touching a cluster; returns the parsed job."""
     spec = load_job(job)
     for key, path in _input_paths(spec):
@@ -120,11 +142,13 @@ def validate(job: str | Path) -> TrainJob | EvaluateJob | DemoJob:
     return spec
 
 
-def _input_paths(spec: TrainJob | EvaluateJob | DemoJob) -> list[tuple[str, Path]]:
+def _input_paths(spec: TrainJob | EvaluateJob | PredictJob | DemoJob) -> list[tuple[str, Path]]:
     if isinstance(spec, TrainJob):
         return [("data.path", spec.data.path)]
     if isinstance(spec, EvaluateJob):
         return [("model", spec.model), ("data", spec.data)]
+    if isinstance(spec, PredictJob):
+        return [("model", spec.model)] + [(f"scenes[{i}]", p) for i, p in enumerate(spec.scenes)]
     return []
 
 

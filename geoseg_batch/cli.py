@@ -97,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int)
     evaluate.add_argument("--fill-nan", type=float, metavar="V")
 
+    predict = commands.add_parser("predict", help="segment scenes tile by tile on Dask: zarr + COGs per scene")
+    predict.add_argument("scenes", nargs="+", metavar="SCENE", help="GeoTIFF/COG scenes")
+    predict.add_argument("--model", required=True, help="model bundle (.keras)")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--stitch", choices=("exact", "blend"), help="exact (default): equals a whole-scene pass")
+    predict.add_argument("--tile", type=int, help="tile size, a multiple of the model's 2**depth (default 512)")
+    predict.add_argument("--overlap", type=int, help="blend overlap in pixels (default: half the receptive radius)")
+    predict.add_argument("--bands", help="comma-separated band names or 1-based numbers, in the model's order")
+    predict.add_argument("--nodata", type=float, help="nodata value when the file has none")
+    predict.add_argument("--float", dest="float_output", action="store_true", default=None,
+                         help="float32 probabilities (default uint8 0..250)")
+    predict.add_argument("--zarr-format", type=int, choices=(2, 3))
+    predict.add_argument("--no-cog", dest="cog", action="store_false", default=None, help="zarr only")
+    predict.add_argument("--overwrite", action="store_true", default=None)
+    _cluster_options(predict)
+
     validate = commands.add_parser("validate", help="check a job file without touching a cluster")
     validate.add_argument("job")
     submit = commands.add_parser("submit", help="run any job file")
@@ -169,6 +185,18 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                               batch_size=args.batch_size, fill_nan=args.fill_nan)
         _print({k: round(v, 4) for k, v in result.summary.items()})
         print(f"metrics: {result.outputs[0]['metrics']}")
+    elif command == "predict":
+        bands = [int(b) if b.strip().isdigit() else b.strip() for b in args.bands.split(",")] if args.bands else None
+        result = api.predict_scene(args.scenes, args.model, args.out, stitch=args.stitch, tile=args.tile,
+                                   overlap=args.overlap, bands=bands, nodata=args.nodata,
+                                   float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
+                                   overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
+        for output in result.outputs:
+            print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
+        summary = result.summary
+        print(f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
+              f"{summary['mpx_per_s']} Mpx/s")
+        print(f"manifest: {result.manifest}")
     elif command == "validate":
         job = api.validate(args.job)
         print(f"ok: {job.kind} job {job.name!r} ({args.job})")

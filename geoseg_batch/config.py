@@ -162,6 +162,27 @@ class EvaluateJob(Spec):
     cluster: ClusterSpec = ClusterSpec()
 
 
+class PredictJob(Spec):
+    """Segment scenes tile by tile on Dask; zarr + COGs per scene."""
+
+    kind: Literal["predict"] = "predict"
+    name: str = "predict"
+    scenes: list[Path] = Field(min_length=1)
+    model: Path
+    out: Path
+    stitch: Literal["exact", "blend"] = "exact"
+    tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
+    overlap: int | None = Field(None, ge=0, description="blend overlap (default: half the receptive radius)")
+    bands: list[str | int] | None = Field(None, description="bands by name or 1-based number, in the model's order")
+    nodata: float | None = Field(None, description="nodata value when the file has none")
+    float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")
+    zarr_format: Literal[2, 3] = 2
+    cog: bool = True
+    gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
+    overwrite: bool = False
+    cluster: ClusterSpec = ClusterSpec()
+
+
 class DemoJob(Spec):
     """The main job: synthetic chips -> shards -> train -> evaluate, on an embedded LocalCluster."""
 
@@ -178,8 +199,8 @@ class DemoJob(Spec):
     cluster: ClusterSpec = ClusterSpec()
 
 
-Job = Annotated[Union[TrainJob, EvaluateJob, DemoJob], Field(discriminator="kind")]
-JOB_KINDS: dict[str, type[Spec]] = {"train": TrainJob, "evaluate": EvaluateJob, "demo": DemoJob}
+Job = Annotated[Union[TrainJob, EvaluateJob, PredictJob, DemoJob], Field(discriminator="kind")]
+JOB_KINDS: dict[str, type[Spec]] = {"train": TrainJob, "evaluate": EvaluateJob, "predict": PredictJob, "demo": DemoJob}
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -214,7 +235,7 @@ def _describe(error: dict[str, Any], model: type[BaseModel], source: str) -> str
     return f"{source}: {where}: {error['msg']} (received {text})"
 
 
-def parse_job(payload: dict[str, Any], source: str = "job") -> TrainJob | EvaluateJob | DemoJob:
+def parse_job(payload: dict[str, Any], source: str = "job") -> TrainJob | EvaluateJob | PredictJob | DemoJob:
     """Validate a job mapping; ConfigError with one line for the first problem."""
     if not isinstance(payload, dict):
         raise ConfigError(f"{source}: a job is a mapping with a 'kind' key, got {type(payload).__name__}")
@@ -230,7 +251,7 @@ def parse_job(payload: dict[str, Any], source: str = "job") -> TrainJob | Evalua
         raise ConfigError(_describe(exc.errors()[0], model, source)) from None
 
 
-def load_job(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainJob | EvaluateJob | DemoJob:
+def load_job(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainJob | EvaluateJob | PredictJob | DemoJob:
     """Read, merge ``overrides`` into, and validate a YAML job file."""
     path = Path(path)
     if not path.exists():

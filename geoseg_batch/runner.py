@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg_batch.config import DemoJob, EvaluateJob, TrainJob, resolved
+from geoseg_batch.config import DemoJob, EvaluateJob, PredictJob, TrainJob, resolved
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.data.stats import BandStats, compute_stats, load_stats
 from geoseg_batch.io.publish import checksums, combined_digest, write_json, write_manifest
@@ -129,9 +129,88 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     return JobResult("demo", out, manifest, outputs, summary)
 
 
-RUNNERS = {"train": run_train, "evaluate": run_evaluate, "demo": run_demo}
+def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
+    """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
+
+    Everything is validated (bundle, scenes, tile size, output path) before a cluster is
+    started or a file written.
+    """
+    from geoseg_batch.cluster import connect
+    from geoseg_batch.errors import ConfigError
+    from geoseg_batch.geo.grid import TileGrid, round_up
+    from geoseg_batch.geo.scene import open_scene
+    from geoseg_batch.infer.predictor import register_model
+    from geoseg_batch.infer.segment import run_graph, segment_graph
+    from geoseg_batch.io.cog import write_cog
+    from geoseg_batch.io.publish import sha256_file, staged_directory
+    from geoseg_batch.io.zarr_store import create_store
+    from geoseg_batch.model.bundle import read_metadata
+    from geoseg_batch.monitor import PeakMemory
+
+    started = time.perf_counter()
+    metadata = read_metadata(job.model)
+    multiple = metadata.size_multiple
+    if job.tile % multiple:
+        raise ConfigError(
+            f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
+            f"use --tile {round_up(job.tile, multiple)}"
+        )
+    scenes = [open_scene(p, metadata, job.tile, bands=job.bands, nodata=job.nodata) for p in job.scenes]
+    stems = [p.stem for p in job.scenes]
+    if len(set(stems)) != len(stems):
+        raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
+    overlap = job.overlap if job.overlap is not None else metadata.receptive_radius // 2
+    halo = metadata.receptive_radius if job.stitch == "exact" else overlap
+    grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
+    digest = f"sha256:{sha256_file(job.model)}"
+    out = Path(job.out)
+    outputs, records = [], []
+    with staged_directory(out, overwrite=job.overwrite) as stage, PeakMemory() as memory, \
+            (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
+        ref = register_model(active, job.model, digest)
+        gpu = job.gpu if job.gpu is not None else _cluster_has_gpu(active)
+        graphs = []
+        for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
+            target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
+                                  job.float_output, job.zarr_format)
+            graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}"))
+        log.info("predict: %d scenes, %d tiles (%s stitch, tile %d, halo %d) on %s", len(scenes),
+                 sum(len(g.tiles()) for g in grids), job.stitch, job.tile, grids[0].halo, active.dashboard_link)
+        records = run_graph(graphs, active)
+        for scene, stem in zip(scenes, stems):
+            entry = {"scene": str(scene.path), "zarr": str(out / f"{stem}.zarr")}
+            if job.cog:
+                cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif",
+                                      job.tile, pure=False) for variable in ("mask", "probabilities")]
+                active.gather(cogs)
+                entry.update({"mask_cog": str(out / f"{stem}_mask.tif"),
+                              "probability_cog": str(out / f"{stem}_probabilities.tif")})
+            outputs.append(entry)
+        wall = time.perf_counter() - started
+        megapixels = sum(g.shape[0] * g.shape[1] for g in grids) / 1e6
+        model_pixels = sum(r.model_pixels for r in records)
+        summary = {
+            "scenes": len(scenes), "megapixels": round(megapixels, 3), "tiles_total": len(records),
+            "tiles_computed": sum(r.computed for r in records), "tiles_skipped": sum(not r.computed for r in records),
+            "stitch": job.stitch, "tile": job.tile, "halo": grids[0].halo,
+            "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
+            "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4),
+        }
+        memory.sample()
+        summary["peak_worker_rss_bytes"] = memory.peak_children_bytes
+        summary["peak_tree_rss_bytes"] = memory.peak_tree_bytes
+        manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
+                                  inputs={**checksums([job.model]), **checksums(job.scenes)})
+    return JobResult("predict", out, out / manifest.name, outputs, summary)
 
 
-def run_job(job: TrainJob | EvaluateJob | DemoJob, client: Any | None = None) -> JobResult:
+def _cluster_has_gpu(client: Any) -> bool:
+    return any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
+
+
+RUNNERS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "demo": run_demo}
+
+
+def run_job(job: TrainJob | EvaluateJob | PredictJob | DemoJob, client: Any | None = None) -> JobResult:
     """Run any job kind."""
     return RUNNERS[job.kind](job, client)

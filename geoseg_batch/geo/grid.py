@@ -1,0 +1,125 @@
+"""The tile grid: how a scene is cut into tiles for tiled inference (pure math, no Dask).
+
+A scene of ``shape`` (rows, cols) is cut into *tiles* of ``tile`` x ``tile`` pixels whose
+origins are multiples of ``tile``; the last row and column of tiles are ragged (smaller),
+so every pixel belongs to exactly one tile. ``tile`` must be a multiple of the model's
+*size multiple* m (2**depth), so pooling grids of all tiles line up with the whole scene's.
+
+Each tile is predicted on its *window*: the tile grown by the *halo* on every side and
+clipped to the *padded scene* (the scene zero-padded at the bottom and right to a multiple
+of m). With the halo at least the model's receptive radius and rounded up to a multiple of
+m, cropping the window's prediction back to the tile gives exactly what one whole-scene
+forward pass gives ("exact" stitching): interior windows see all the context the pass sees,
+and edge windows end where the padded scene ends, so 'same' padding pads every layer there
+exactly as in the pass.
+
+Types: shapes and offsets are (rows, cols); a :class:`Window` is half-open row and column
+ranges in scene pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def round_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open pixel ranges [row0, row1) x [col0, col1)."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.row1 - self.row0, self.col1 - self.col0
+
+    def relative_to(self, outer: Window) -> Window:
+        """This window in the coordinates of ``outer`` (which contains it)."""
+        return Window(self.row0 - outer.row0, self.row1 - outer.row0, self.col0 - outer.col0, self.col1 - outer.col0)
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.row0, self.row1), slice(self.col0, self.col1)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its index in the grid, the pixels it owns, and the window it is predicted on."""
+
+    index: tuple[int, int]  # (tile row, tile col)
+    core: Window  # pixels of the scene this tile outputs
+    window: Window  # pixels read (core + halo, clipped to the padded scene)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles of a scene; see the module docstring."""
+
+    shape: tuple[int, int]  # scene (rows, cols)
+    tile: int
+    halo: int
+    multiple: int
+
+    def __post_init__(self) -> None:
+        if self.multiple < 1 or self.tile < 1 or self.halo < 0 or min(self.shape) < 1:
+            raise ValueError(f"invalid grid: shape {self.shape}, tile {self.tile}, halo {self.halo}, "
+                             f"multiple {self.multiple}")
+        if self.tile % self.multiple:
+            raise ValueError(
+                f"tile size {self.tile} is not a multiple of the model's size multiple {self.multiple} "
+                f"(2**depth); use {round_up(self.tile, self.multiple)}"
+            )
+        if self.halo % self.multiple:
+            raise ValueError(f"halo {self.halo} is not a multiple of {self.multiple}; use {round_up(self.halo, self.multiple)}")
+
+    @classmethod
+    def for_model(cls, shape: tuple[int, int], tile: int, receptive_radius: int, multiple: int,
+                  halo: int | None = None) -> TileGrid:
+        """A grid whose halo is the receptive radius (or ``halo``) rounded up to the size multiple."""
+        wanted = receptive_radius if halo is None else halo
+        return cls(shape=shape, tile=tile, halo=round_up(wanted, multiple), multiple=multiple)
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """The scene padded at the bottom and right to a multiple of the size multiple."""
+        return round_up(self.shape[0], self.multiple), round_up(self.shape[1], self.multiple)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Number of tiles along (rows, cols)."""
+        return math.ceil(self.shape[0] / self.tile), math.ceil(self.shape[1] / self.tile)
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Dask chunks of the scene on this grid (ragged last chunk)."""
+        return tuple(
+            tuple(min(self.tile, size - start) for start in range(0, size, self.tile)) for size in self.shape
+        )
+
+    def tile_at(self, row: int, col: int) -> Tile:
+        """Tile (row, col) of the grid."""
+        rows, cols = self.shape
+        padded_rows, padded_cols = self.padded_shape
+        r0, c0 = row * self.tile, col * self.tile
+        r1, c1 = min(r0 + self.tile, rows), min(c0 + self.tile, cols)
+        window = Window(
+            max(r0 - self.halo, 0), min(round_up(r1, self.multiple) + self.halo, padded_rows),
+            max(c0 - self.halo, 0), min(round_up(c1, self.multiple) + self.halo, padded_cols),
+        )
+        return Tile(index=(row, col), core=Window(r0, r1, c0, c1), window=window)
+
+    def tiles(self) -> list[Tile]:
+        """Every tile, row by row."""
+        grid_rows, grid_cols = self.grid_shape
+        return [self.tile_at(r, c) for r in range(grid_rows) for c in range(grid_cols)]
+
+    def computed_pixels(self) -> int:
+        """Pixels the model computes over all windows (for overlap accounting)."""
+        return sum(t.window.shape[0] * t.window.shape[1] for t in self.tiles())

@@ -1,0 +1,118 @@
+"""Opening a scene: lazily, on the tile grid, with its bands, nodata and scaling checked.
+
+:func:`open_scene` validates a GeoTIFF/COG against a bundle at the edge (CRS present, bands
+by name or index, band count) and returns a :class:`Scene`: the raw band data as a Dask
+array chunked on the tile grid (nothing is read yet), with the georeferencing left on the
+xarray object (the ``spatial_ref`` coordinate, as rioxarray keeps it) and the per-band
+scale/offset and nodata that turn raw values into model input. Integer data stays integer
+until a tile is normalized, in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg_batch.errors import DataError, MissingInputError
+from geoseg_batch.model.bundle import BundleMetadata
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A lazily opened scene and what is needed to turn its pixels into model input."""
+
+    path: Path
+    data: Any  # xarray.DataArray (band, y, x), dask-backed, chunked on the tile grid
+    band_indexes: tuple[int, ...]  # 1-based band numbers used, in the bundle's order
+    nodata: float | None
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return int(self.data.sizes["y"]), int(self.data.sizes["x"])
+
+
+def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
+                 bands: list[str] | list[int] | None) -> tuple[int, ...]:
+    """1-based band numbers to feed the model, in the bundle's band order."""
+    count = len(descriptions)
+    if bands is None:
+        named = [d for d in descriptions if d]
+        if len(named) == count and set(metadata.band_names) <= set(named):
+            return tuple(named.index(name) + 1 for name in metadata.band_names)
+        if count != metadata.bands:
+            raise DataError(
+                f"{path}: {count} bands, but the model expects {metadata.bands} ({', '.join(metadata.band_names)}); "
+                "pass --bands to choose them by name or number"
+            )
+        return tuple(range(1, count + 1))
+    if len(bands) != metadata.bands:
+        raise DataError(f"{path}: --bands lists {len(bands)} bands, but the model expects {metadata.bands}")
+    chosen = []
+    for band in bands:
+        if isinstance(band, int) or str(band).isdigit():
+            number = int(band)
+            if not 1 <= number <= count:
+                raise DataError(f"{path}: band number {number} out of range 1..{count}")
+            chosen.append(number)
+        elif band in descriptions:
+            chosen.append(descriptions.index(band) + 1)
+        else:
+            raise DataError(f"{path}: no band named {band!r} (bands: {list(descriptions)}); use names or numbers 1..{count}")
+    return tuple(chosen)
+
+
+def open_scene(path: Path | str, metadata: BundleMetadata, tile: int, bands: list[str] | list[int] | None = None,
+               nodata: float | None = None) -> Scene:
+    """Open ``path`` lazily, chunked on ``tile``-pixel tiles, checked against the bundle."""
+    import rasterio
+    import rioxarray
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: no such scene file")
+    try:
+        with rasterio.open(path) as src:
+            crs, descriptions = src.crs, tuple(src.descriptions)
+            scales, offsets, file_nodata = src.scales, src.offsets, src.nodata
+    except rasterio.errors.RasterioIOError as exc:
+        raise DataError(f"{path}: not a readable raster (truncated or not a GeoTIFF?): {exc}") from None
+    if crs is None:
+        raise DataError(
+            f"{path}: the scene has no CRS; outputs could not be georeferenced. Assign one first, "
+            "e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`"
+        )
+    chosen = _band_choice(path, descriptions, metadata, bands)
+    data = rioxarray.open_rasterio(path, chunks={"band": -1, "y": tile, "x": tile}, lock=False,
+                                   mask_and_scale=False, cache=False)
+    data = data.isel(band=[b - 1 for b in chosen])
+    return Scene(
+        path=path,
+        data=data,
+        band_indexes=chosen,
+        nodata=nodata if nodata is not None else file_nodata,
+        scales=tuple(float(scales[b - 1]) for b in chosen),
+        offsets=tuple(float(offsets[b - 1]) for b in chosen),
+    )
+
+
+def model_input(raw: np.ndarray, scene: Scene, metadata: BundleMetadata) -> tuple[np.ndarray, np.ndarray]:
+    """(normalized float32 (rows, cols, bands) with nodata set to 0, valid-pixel mask (rows, cols)).
+
+    ``raw`` is (bands, rows, cols) as stored; scale/offset are applied in float32. A pixel is
+    nodata when any band equals the nodata value or is not finite.
+    """
+    values = np.moveaxis(np.asarray(raw), 0, -1)
+    valid = np.ones(values.shape[:2], bool)
+    if scene.nodata is not None and not np.isnan(scene.nodata):  # NaN nodata: caught as non-finite
+        valid &= ~np.any(values == scene.nodata, axis=-1)
+    scaled = values.astype(np.float32) * np.asarray(scene.scales, np.float32) + np.asarray(scene.offsets, np.float32)
+    valid &= np.all(np.isfinite(scaled), axis=-1)
+    normalized = metadata.normalize(scaled)
+    normalized[~valid] = 0.0
+    return normalized, valid

@@ -1,0 +1,114 @@
+"""The model on a worker: loaded once per worker process, called on batches of tiles.
+
+On a distributed cluster, :class:`ModelPlugin` (a ``WorkerPlugin``) loads the bundle when it
+is registered, once per worker, after setting TensorFlow's thread pools to the worker's
+share of the cores; tasks reach it through a small :class:`PredictorRef` (bundle path and
+content digest), so the model is never pickled into a task. Without a cluster (Dask's
+threaded scheduler) the ref carries an in-process :class:`Predictor` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from geoseg_batch.model.bundle import Bundle, load_bundle
+
+PLUGIN_PREFIX = "geoseg-model-"
+
+
+class Predictor:
+    """A loaded bundle with a forward pass compiled once for any input size."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.metadata = bundle.metadata
+        self._forward = _compiled_forward(bundle.model)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(n, rows, cols, channels) float32 probabilities of normalized (n, rows, cols, bands) input."""
+        return np.asarray(self._forward(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+
+def _compiled_forward(model: Any) -> Any:
+    """model(x, training=False), traced once with free spatial dims on TensorFlow (no retrace per tile shape)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model.predict_on_batch(x)
+    import tensorflow as tf
+
+    bands = model.inputs[0].shape[-1]
+    return tf.function(lambda x: model(x, training=False),
+                       input_signature=[tf.TensorSpec((None, None, None, bands), tf.float32)])
+
+
+@dataclass(frozen=True)
+class PredictorRef:
+    """What a task carries to find the model: the bundle's path and digest (and, locally, the model)."""
+
+    bundle: str
+    digest: str
+    local: Predictor | None = field(default=None, compare=False)
+
+    @property
+    def plugin_name(self) -> str:
+        return PLUGIN_PREFIX + self.digest[-16:]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "digest": self.digest, "local": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+    def get(self) -> Predictor:
+        """The worker's predictor (loaded by its plugin), or the in-process one."""
+        if self.local is not None:
+            return self.local
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(self.plugin_name)
+        if plugin is None:  # a worker that joined after registration: plugins are re-run on join
+            raise RuntimeError(f"model plugin {self.plugin_name} missing on this worker")
+        return plugin.predictor
+
+
+class ModelPlugin(WorkerPlugin):
+    """Set TF threads to this worker's share of the cores, then load the bundle, once per worker."""
+
+    def __init__(self, ref: PredictorRef, intra_op_threads: int | None) -> None:
+        self.ref = ref
+        self.name = ref.plugin_name
+        self.intra_op_threads = intra_op_threads
+        self.predictor: Predictor | None = None
+
+    def setup(self, worker: Any) -> None:
+        from geoseg_batch.runtime import configure_tensorflow
+
+        configure_tensorflow(self.intra_op_threads, 1)
+        self.predictor = Predictor(load_bundle(self.ref.bundle))
+
+    def teardown(self, worker: Any) -> None:
+        self.predictor = None
+
+
+def register_model(client: Any, bundle: Path, digest: str) -> PredictorRef:
+    """Load the bundle on every worker of ``client`` (once) and return the ref tasks use.
+
+    Workers on this machine split its cores between their threads (TF intra-op pool =
+    cores / all worker threads here); workers elsewhere keep TF's defaults for their machine.
+    """
+    from geoseg_batch.runtime import available_cores
+
+    ref = PredictorRef(str(Path(bundle).resolve()), digest)
+    workers = list(client.scheduler_info()["workers"].values())
+    local = [w for w in workers if str(w.get("host", "")) in ("127.0.0.1", "localhost")]
+    threads = sum(w.get("nthreads", 1) for w in local)
+    intra = max(1, available_cores() // threads) if local and len(local) == len(workers) else None
+    client.register_plugin(ModelPlugin(ref, intra), name=ref.plugin_name)
+    return ref

@@ -1,0 +1,195 @@
+"""Tiled inference over the tile grid with Dask: each tile -> predictor -> its zarr chunks.
+
+The graph has one model task per tile. Its input is the tile's window of the lazily opened
+scene (a slice of the Dask array, so each chunk is read once and shared by the windows that
+overlap it); it normalizes the window, fills nodata and the padded area beyond the scene
+with zeros (in normalized space), predicts, crops to the tile (``exact``) or weights the
+window for blending (``blend``), and writes the tile's own chunks of the zarr store. Tasks
+return only small per-tile records, so nothing scene-sized is ever assembled.
+
+``blend`` uses a smaller halo (the *overlap*): every window's prediction is weighted by a
+Hann (sin^2) ramp over 2*overlap pixels from each of its edges that faces another tile
+(not the scene's edges), multiplied by the valid-pixel mask; each tile is then the
+weighted mean of the windows that cover it, renormalized near nodata and scene edges.
+
+Model tasks carry ``resources={"GPU": 1}`` when asked, so a cluster whose GPU workers
+advertise that resource runs every forward pass there; the window slices are built outside
+the annotation, so reading runs anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geoseg_batch.geo.grid import Tile, TileGrid, Window
+from geoseg_batch.geo.scene import Scene, model_input
+from geoseg_batch.infer.predictor import PredictorRef
+from geoseg_batch.io.zarr_store import ZarrTarget
+
+STITCH_MODES = ("exact", "blend")
+
+
+@dataclass(frozen=True)
+class SceneInput:
+    """The picklable part of a Scene that tasks need to make model input."""
+
+    nodata: float | None
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+    @classmethod
+    def of(cls, scene: Scene) -> SceneInput:
+        return cls(scene.nodata, scene.scales, scene.offsets)
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """What a tile task reports."""
+
+    index: tuple[int, int]
+    computed: bool  # False: every pixel was nodata, the model was not called
+    model_pixels: int
+
+
+def window_input(raw: np.ndarray, tile: Tile, scene: SceneInput, predictor_ref: PredictorRef
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(normalized window (rows, cols, bands) zero-filled beyond the scene, valid mask of the window)."""
+    metadata = predictor_ref.get().metadata
+    normalized, valid = model_input(raw, scene, metadata)
+    rows, cols = tile.window.shape
+    full = np.zeros((rows, cols, normalized.shape[-1]), np.float32)
+    full_valid = np.zeros((rows, cols), bool)
+    full[: normalized.shape[0], : normalized.shape[1]] = normalized
+    full_valid[: valid.shape[0], : valid.shape[1]] = valid
+    return full, full_valid
+
+
+def predict_exact(raw: np.ndarray, tile: Tile, scene: SceneInput, predictor_ref: PredictorRef,
+                  target: ZarrTarget) -> TileRecord:
+    """Predict one tile's window, crop the halo, write the tile."""
+    inputs, valid = window_input(raw, tile, scene, predictor_ref)
+    core = tile.core.relative_to(tile.window)
+    core_valid = valid[core.slices()]
+    if not core_valid.any():
+        return TileRecord(tile.index, False, 0)  # the store's fill value is already nodata
+    probabilities = predictor_ref.get().probabilities(inputs[None])[0]
+    target.write(tile.core, probabilities[core.slices()], core_valid)
+    return TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1])
+
+
+def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
+    """(rows, cols) Hann ramps over 2*overlap from each window edge that faces another tile."""
+    rows, cols = tile.window.shape
+    ramp = 2 * grid.halo
+
+    def axis(length: int, start_open: bool, end_open: bool) -> np.ndarray:
+        weights = np.ones(length, np.float32)
+        if ramp:
+            rise = np.sin(0.5 * np.pi * (np.arange(min(ramp, length)) + 0.5) / ramp) ** 2
+            if start_open:
+                weights[: len(rise)] *= rise
+            if end_open:
+                weights[length - len(rise):] *= rise[::-1]
+        return weights
+
+    scene_rows, scene_cols = grid.shape
+    row_weights = axis(rows, tile.core.row0 > 0, tile.core.row1 < scene_rows)
+    col_weights = axis(cols, tile.core.col0 > 0, tile.core.col1 < scene_cols)
+    return row_weights[:, None] * col_weights[None, :]
+
+
+def predict_blend_window(raw: np.ndarray, tile: Tile, grid: TileGrid, scene: SceneInput,
+                         predictor_ref: PredictorRef) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(weighted probabilities, weights, valid) of one window, or None when it is all nodata."""
+    inputs, valid = window_input(raw, tile, scene, predictor_ref)
+    if not valid.any():
+        return None
+    probabilities = predictor_ref.get().probabilities(inputs[None])[0]
+    weights = blend_weights(tile, grid) * valid
+    return probabilities * weights[..., None], weights, valid
+
+
+def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTarget) -> TileRecord:
+    """Weighted mean over the windows covering ``tile``; writes it. ``neighbours`` includes the tile itself."""
+    rows, cols = tile.core.shape
+    total, weight, valid, channels = None, np.zeros((rows, cols), np.float32), None, None
+    for other, result in neighbours:
+        if result is None:
+            continue
+        weighted, weights, window_valid = result
+        overlap = _intersection(tile.core, other.window)
+        if overlap is None:
+            continue
+        source = overlap.relative_to(other.window).slices()
+        dest = overlap.relative_to(tile.core).slices()
+        if total is None:
+            channels = weighted.shape[-1]
+            total = np.zeros((rows, cols, channels), np.float32)
+        total[dest] += weighted[source]
+        weight[dest] += weights[source]
+        if other.index == tile.index:
+            valid = window_valid[tile.core.relative_to(other.window).slices()]
+    if total is None or valid is None or not valid.any():
+        return TileRecord(tile.index, False, 0)
+    probabilities = total / np.maximum(weight, 1e-12)[..., None]
+    target.write(tile.core, probabilities, valid & (weight > 0))
+    return TileRecord(tile.index, True, tile.window.shape[0] * tile.window.shape[1])
+
+
+def _intersection(a: Window, b: Window) -> Window | None:
+    row0, row1, col0, col1 = max(a.row0, b.row0), min(a.row1, b.row1), max(a.col0, b.col0), min(a.col1, b.col1)
+    return Window(row0, row1, col0, col1) if row0 < row1 and col0 < col1 else None
+
+
+def _window_block(raw: Any, tile: Tile, shape: tuple[int, int]) -> Any:
+    """The Delayed of the tile window's part inside the scene (one block)."""
+    window = Window(tile.window.row0, min(tile.window.row1, shape[0]), tile.window.col0, min(tile.window.col1, shape[1]))
+    rows, cols = window.slices()
+    part = raw[:, rows, cols]
+    return part.rechunk(part.shape).to_delayed().ravel()[0]
+
+
+def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, target: ZarrTarget, stitch: str,
+                  gpu: bool = False, token: str = "scene") -> list[Any]:
+    """One Delayed per tile, each returning a :class:`TileRecord`; ``token`` keeps task keys unique per scene."""
+    import dask
+
+    if stitch not in STITCH_MODES:
+        raise ValueError(f"stitch must be one of {STITCH_MODES}, got {stitch!r}")
+    tiles = grid.tiles()
+    raw = scene.data.data
+    blocks = {t.index: _window_block(raw, t, grid.shape) for t in tiles}  # outside the GPU annotation
+    inputs = SceneInput.of(scene)
+    gpu_context = dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext()
+    if stitch == "exact":
+        with gpu_context:
+            return [dask.delayed(predict_exact, pure=True)(blocks[t.index], t, inputs, predictor_ref, target,
+                                                           dask_key_name=f"predict-{token}-{t.index[0]}-{t.index[1]}")
+                    for t in tiles]
+    with gpu_context:
+        windows = {t.index: dask.delayed(predict_blend_window, pure=True)(
+            blocks[t.index], t, grid, inputs, predictor_ref, dask_key_name=f"predict-{token}-{t.index[0]}-{t.index[1]}")
+            for t in tiles}
+    grid_rows, grid_cols = grid.grid_shape
+    records = []
+    for t in tiles:
+        row, col = t.index
+        near = [(grid.tile_at(r, c), windows[(r, c)]) for r in range(max(row - 1, 0), min(row + 2, grid_rows))
+                for c in range(max(col - 1, 0), min(col + 2, grid_cols))]
+        records.append(dask.delayed(combine_blend, pure=True)(t, near, target,
+                                                              dask_key_name=f"blend-{token}-{row}-{col}"))
+    return records
+
+
+def run_graph(records: list[Any], client: Any | None) -> list[TileRecord]:
+    """Compute the tile records on ``client`` (or Dask's threaded scheduler), model tasks retried on worker loss."""
+    import dask
+
+    if client is None:
+        return list(dask.compute(*records, scheduler="threads"))
+    futures = client.compute(records, retries=2)
+    return client.gather(futures)

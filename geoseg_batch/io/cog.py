@@ -1,0 +1,52 @@
+"""Cloud-Optimized GeoTIFFs streamed from the zarr store, with overviews.
+
+Each variable is copied tile by tile into a tiled GeoTIFF (never a whole-scene array in
+memory), which GDAL's COG driver then rewrites with overviews (nearest for class masks,
+average for probabilities) and the COG layout. CRS, transform and nodata come from the
+zarr store's own georeferencing, so they equal the input scene's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from geoseg_batch.geo.grid import Window
+
+
+def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) -> Path:
+    """Write ``variable`` of the store at ``zarr_path`` as a COG at ``dst``; returns ``dst``."""
+    import rasterio
+    import rasterio.shutil
+    import xarray as xr
+    import zarr
+
+    dst = Path(dst)
+    dataset = xr.open_zarr(zarr_path, mask_and_scale=False)
+    array = zarr.open_group(str(zarr_path), mode="r")[variable]
+    rows, cols = array.shape[-2:]
+    count = 1 if array.ndim == 2 else array.shape[0]
+    nodata = dataset[variable].attrs.get("_FillValue", dataset[variable].encoding.get("_FillValue"))
+    profile = {
+        "driver": "GTiff", "height": rows, "width": cols, "count": count, "dtype": array.dtype.name,
+        "crs": dataset.rio.crs, "transform": dataset.rio.transform(), "nodata": nodata,
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+    }
+    staging = dst.with_name(f".{dst.name}.tiles.tif")
+    try:
+        with rasterio.open(staging, "w", **profile) as out:
+            for row0 in range(0, rows, tile):
+                for col0 in range(0, cols, tile):
+                    window = Window(row0, min(row0 + tile, rows), col0, min(col0 + tile, cols))
+                    block = np.asarray(array[(...,) + window.slices()])
+                    out.write(block.reshape(count, *window.shape),
+                              window=rasterio.windows.Window(col0, row0, window.shape[1], window.shape[0]))
+        resampling = "NEAREST" if variable == "mask" else "AVERAGE"
+        rasterio.shutil.copy(staging, dst, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
+                             OVERVIEW_RESAMPLING=resampling, OVERVIEWS="AUTO", NUM_THREADS="1")
+    finally:
+        if staging.exists():
+            os.remove(staging)
+    return dst

@@ -1,0 +1,100 @@
+"""The per-scene zarr store: probabilities and class mask, one chunk per tile, georeferenced.
+
+The store is created up front with every variable's metadata, the x/y coordinates and the
+CF ``spatial_ref`` coordinate (written by rioxarray), and nothing else: chunks that were
+never written read as the fill value, which is the nodata value. Tiles then write their own
+chunks (region writes aligned to the chunk grid, so writers never touch the same chunk).
+
+It reads back two ways: ``xr.open_zarr(path)`` with ``.rio.crs`` / ``.rio.transform()``
+(``spatial_ref`` comes back as a coordinate), and GDAL (``ZARR:"path":/mask``), which takes
+the CRS from the ``_CRS`` attribute and the geotransform from the regular x/y arrays.
+Zarr format 2 by default: GDAL up to 3.10 (and so rasterio's wheels) cannot read v3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg_batch.geo.grid import Window
+
+MASK_NODATA = 255
+PROBABILITY_NODATA_UINT8 = 255
+PROBABILITY_SCALE = 250  # uint8 probabilities: round(p * 250); 251..254 unused, 255 nodata
+
+
+@dataclass(frozen=True)
+class ZarrTarget:
+    """Where and how a scene's outputs are written (picklable: tasks carry it)."""
+
+    path: str
+    float_output: bool
+    threshold: float
+    binary: bool
+    zarr_format: int = 2
+
+    def write(self, core: Window, probabilities: np.ndarray, valid: np.ndarray) -> None:
+        """Write one tile: ``probabilities`` (rows, cols, channels) float32, ``valid`` (rows, cols)."""
+        import zarr
+
+        group = zarr.open_group(self.path, mode="r+", zarr_format=self.zarr_format)
+        rows, cols = core.slices()
+        group["mask"][rows, cols] = class_mask(probabilities, valid, self.threshold, self.binary)
+        group["probabilities"][:, rows, cols] = encoded_probabilities(probabilities, valid, self.binary,
+                                                                      self.float_output)
+
+
+def class_mask(probabilities: np.ndarray, valid: np.ndarray, threshold: float, binary: bool) -> np.ndarray:
+    """uint8 class ids (rows, cols), MASK_NODATA where not valid."""
+    classes = (probabilities[..., 0] >= threshold) if binary else probabilities.argmax(-1)
+    return np.where(valid, classes.astype(np.uint8), np.uint8(MASK_NODATA))
+
+
+def encoded_probabilities(probabilities: np.ndarray, valid: np.ndarray, binary: bool,
+                          float_output: bool) -> np.ndarray:
+    """(channels, rows, cols): float32 with NaN nodata, or uint8 0..250 with 255 nodata."""
+    values = np.moveaxis(probabilities[..., :1] if binary else probabilities, -1, 0)
+    if float_output:
+        return np.where(valid, values, np.float32(np.nan)).astype(np.float32)
+    scaled = np.round(np.clip(values, 0.0, 1.0) * PROBABILITY_SCALE).astype(np.uint8)
+    return np.where(valid, scaled, np.uint8(PROBABILITY_NODATA_UINT8))
+
+
+def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str, ...], threshold: float,
+                 float_output: bool = False, zarr_format: int = 2) -> ZarrTarget:
+    """Create the store's metadata and coordinates for a scene (an xarray (band, y, x) with CRS)."""
+    import dask.array as da
+    import xarray as xr
+
+    rows, cols = scene_data.sizes["y"], scene_data.sizes["x"]
+    binary = len(class_names) == 2
+    names = [class_names[1]] if binary else list(class_names)
+    probability_dtype, probability_fill = (np.float32, np.nan) if float_output else (np.uint8, PROBABILITY_NODATA_UINT8)
+    dataset = xr.Dataset(
+        {
+            "mask": (("y", "x"), da.full((rows, cols), MASK_NODATA, dtype=np.uint8, chunks=tile)),
+            "probabilities": (("band", "y", "x"), da.full((len(names), rows, cols), probability_fill,
+                                                          dtype=probability_dtype, chunks=(len(names), tile, tile))),
+        },
+        coords={"y": scene_data["y"].values, "x": scene_data["x"].values, "band": names},
+    )
+    crs = scene_data.rio.crs
+    dataset = dataset.rio.write_crs(crs).rio.write_transform(scene_data.rio.transform())
+    gdal_crs = {"wkt": crs.to_wkt()}
+    dataset["mask"].attrs.update({"_CRS": gdal_crs, "classes": list(class_names), "long_name": "class mask"})
+    dataset["probabilities"].attrs.update({
+        "_CRS": gdal_crs,
+        "long_name": "probability",
+        "scale_factor_note": "" if float_output else f"uint8: probability = value / {PROBABILITY_SCALE}",
+    })
+    # Update, not replace: rioxarray keeps grid_mapping in the encoding. xarray does not list a
+    # scalar coordinate under "coordinates" by itself, and without it open_zarr drops spatial_ref.
+    link = {"coordinates": "spatial_ref", "grid_mapping": "spatial_ref"}
+    dataset["mask"].encoding.update({**link, "_FillValue": MASK_NODATA, "chunks": (tile, tile)})
+    dataset["probabilities"].encoding.update({**link, "_FillValue": probability_fill,
+                                              "chunks": (len(names), tile, tile)})
+    dataset.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, consolidated=True)
+    return ZarrTarget(str(path), float_output, threshold, binary, zarr_format)
