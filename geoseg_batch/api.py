@@ -114,6 +114,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str | 
 
 def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out: str | Path, *,
                   stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
+                  batch_size: int | None = None,
                   bands: list[str | int] | None = None, nodata: float | None = None, float_output: bool | None = None,
                   zarr_format: int | None = None, cog: bool | None = None, gpu: bool | None = None,
                   overwrite: bool | None = None, scheduler: str | None = None, workers: int | None = None,
@@ -126,7 +127,7 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
     paths = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
     payload = merge_overrides({"kind": "predict"}, {
         "scenes": [str(p) for p in paths], "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
-        "overlap": overlap, "bands": bands, "nodata": nodata, "float_output": float_output,
+        "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "float_output": float_output,
         "zarr_format": zarr_format, "cog": cog, "gpu": gpu, "overwrite": overwrite,
         "cluster.scheduler": scheduler, "cluster.workers": workers,
     })

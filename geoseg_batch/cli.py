@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--stitch", choices=("exact", "blend"), help="exact (default): equals a whole-scene pass")
     predict.add_argument("--tile", type=int, help="tile size, a multiple of the model's 2**depth (default 512)")
     predict.add_argument("--overlap", type=int, help="blend overlap in pixels (default: half the receptive radius)")
+    predict.add_argument("--batch-size", type=int, help="tiles per forward pass (default 1; raise it on GPUs)")
     predict.add_argument("--bands", help="comma-separated band names or 1-based numbers, in the model's order")
     predict.add_argument("--nodata", type=float, help="nodata value when the file has none")
     predict.add_argument("--float", dest="float_output", action="store_true", default=None,
@@ -188,7 +189,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif command == "predict":
         bands = [int(b) if b.strip().isdigit() else b.strip() for b in args.bands.split(",")] if args.bands else None
         result = api.predict_scene(args.scenes, args.model, args.out, stitch=args.stitch, tile=args.tile,
-                                   overlap=args.overlap, bands=bands, nodata=args.nodata,
+                                   overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
                                    overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
         for output in result.outputs:

@@ -173,6 +173,7 @@ class PredictJob(Spec):
     stitch: Literal["exact", "blend"] = "exact"
     tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
     overlap: int | None = Field(None, ge=0, description="blend overlap (default: half the receptive radius)")
+    batch_size: int = Field(1, ge=1, description="tiles per forward pass (same-shape windows are stacked)")
     bands: list[str | int] | None = Field(None, description="bands by name or 1-based number, in the model's order")
     nodata: float | None = Field(None, description="nodata value when the file has none")
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")

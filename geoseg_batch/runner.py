@@ -173,7 +173,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
             target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
                                   job.float_output, job.zarr_format)
-            graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}"))
+            graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}",
+                                        batch_size=job.batch_size))
         log.info("predict: %d scenes, %d tiles (%s stitch, tile %d, halo %d) on %s", len(scenes),
                  sum(len(g.tiles()) for g in grids), job.stitch, job.tile, grids[0].halo, active.dashboard_link)
         records = run_graph(graphs, active)

@@ -68,17 +68,36 @@ def window_input(raw: np.ndarray, tile: Tile, scene: SceneInput, predictor_ref: 
     return full, full_valid
 
 
-def predict_exact(raw: np.ndarray, tile: Tile, scene: SceneInput, predictor_ref: PredictorRef,
-                  target: ZarrTarget) -> TileRecord:
-    """Predict one tile's window, crop the halo, write the tile."""
-    inputs, valid = window_input(raw, tile, scene, predictor_ref)
-    core = tile.core.relative_to(tile.window)
-    core_valid = valid[core.slices()]
-    if not core_valid.any():
-        return TileRecord(tile.index, False, 0)  # the store's fill value is already nodata
-    probabilities = predictor_ref.get().probabilities(inputs[None])[0]
-    target.write(tile.core, probabilities[core.slices()], core_valid)
-    return TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1])
+def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Probabilities of each window; windows of equal shape go through the model as one batch."""
+    predictor = predictor_ref.get()
+    results: list[np.ndarray | None] = [None] * len(windows)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for number, window in enumerate(windows):
+        by_shape.setdefault(window.shape, []).append(number)
+    for numbers in by_shape.values():
+        batch = predictor.probabilities(np.stack([windows[n] for n in numbers]))
+        for n, probabilities in zip(numbers, batch):
+            results[n] = probabilities
+    return results
+
+
+def predict_exact(raws: list[np.ndarray], tiles: list[Tile], scene: SceneInput, predictor_ref: PredictorRef,
+                  target: ZarrTarget) -> list[TileRecord]:
+    """Predict a batch of tiles' windows, crop the halos, write the tiles (all-nodata tiles skip the model)."""
+    work, records = [], []
+    for raw, tile in zip(raws, tiles):
+        inputs, valid = window_input(raw, tile, scene, predictor_ref)
+        core_valid = valid[tile.core.relative_to(tile.window).slices()]
+        if core_valid.any():
+            work.append((tile, inputs, core_valid))
+        else:
+            records.append(TileRecord(tile.index, False, 0))  # the store's fill value is already nodata
+    for (tile, inputs, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
+                                                                                   [w[1] for w in work])):
+        target.write(tile.core, probabilities[tile.core.relative_to(tile.window).slices()], core_valid)
+        records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1]))
+    return records
 
 
 def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
@@ -102,18 +121,20 @@ def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
     return row_weights[:, None] * col_weights[None, :]
 
 
-def predict_blend_window(raw: np.ndarray, tile: Tile, grid: TileGrid, scene: SceneInput,
-                         predictor_ref: PredictorRef) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(weighted probabilities, weights, valid) of one window, or None when it is all nodata."""
-    inputs, valid = window_input(raw, tile, scene, predictor_ref)
-    if not valid.any():
-        return None
-    probabilities = predictor_ref.get().probabilities(inputs[None])[0]
-    weights = blend_weights(tile, grid) * valid
-    return probabilities * weights[..., None], weights, valid
+def predict_blend_windows(raws: list[np.ndarray], tiles: list[Tile], grid: TileGrid, scene: SceneInput,
+                          predictor_ref: PredictorRef) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Per window of a batch: (weighted probabilities, weights, valid), or None when all nodata."""
+    prepared = [window_input(raw, tile, scene, predictor_ref) for raw, tile in zip(raws, tiles)]
+    live = [n for n, (_, valid) in enumerate(prepared) if valid.any()]
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(tiles)
+    for n, probabilities in zip(live, batched_probabilities(predictor_ref, [prepared[n][0] for n in live])):
+        valid = prepared[n][1]
+        weights = blend_weights(tiles[n], grid) * valid
+        results[n] = (probabilities * weights[..., None], weights, valid)
+    return results
 
 
-def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTarget) -> TileRecord:
+def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTarget) -> list[TileRecord]:
     """Weighted mean over the windows covering ``tile``; writes it. ``neighbours`` includes the tile itself."""
     rows, cols = tile.core.shape
     total, weight, valid, channels = None, np.zeros((rows, cols), np.float32), None, None
@@ -134,10 +155,10 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTa
         if other.index == tile.index:
             valid = window_valid[tile.core.relative_to(other.window).slices()]
     if total is None or valid is None or not valid.any():
-        return TileRecord(tile.index, False, 0)
+        return [TileRecord(tile.index, False, 0)]
     probabilities = total / np.maximum(weight, 1e-12)[..., None]
     target.write(tile.core, probabilities, valid & (weight > 0))
-    return TileRecord(tile.index, True, tile.window.shape[0] * tile.window.shape[1])
+    return [TileRecord(tile.index, True, tile.window.shape[0] * tile.window.shape[1])]
 
 
 def _intersection(a: Window, b: Window) -> Window | None:
@@ -154,8 +175,12 @@ def _window_block(raw: Any, tile: Tile, shape: tuple[int, int]) -> Any:
 
 
 def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, target: ZarrTarget, stitch: str,
-                  gpu: bool = False, token: str = "scene") -> list[Any]:
-    """One Delayed per tile, each returning a :class:`TileRecord`; ``token`` keeps task keys unique per scene."""
+                  gpu: bool = False, token: str = "scene", batch_size: int = 1) -> list[Any]:
+    """Delayed objects, each returning a list of :class:`TileRecord`.
+
+    One model task per ``batch_size`` consecutive tiles of a tile row; ``token`` keeps task
+    keys unique per scene.
+    """
     import dask
 
     if stitch not in STITCH_MODES:
@@ -164,16 +189,19 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     raw = scene.data.data
     blocks = {t.index: _window_block(raw, t, grid.shape) for t in tiles}  # outside the GPU annotation
     inputs = SceneInput.of(scene)
+    batches = _batches(tiles, batch_size)
     gpu_context = dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext()
     if stitch == "exact":
         with gpu_context:
-            return [dask.delayed(predict_exact, pure=True)(blocks[t.index], t, inputs, predictor_ref, target,
-                                                           dask_key_name=f"predict-{token}-{t.index[0]}-{t.index[1]}")
-                    for t in tiles]
+            return [dask.delayed(predict_exact, pure=True)([blocks[t.index] for t in batch], batch, inputs,
+                                                           predictor_ref, target,
+                                                           dask_key_name=f"predict-{token}-{_label(batch)}")
+                    for batch in batches]
     with gpu_context:
-        windows = {t.index: dask.delayed(predict_blend_window, pure=True)(
-            blocks[t.index], t, grid, inputs, predictor_ref, dask_key_name=f"predict-{token}-{t.index[0]}-{t.index[1]}")
-            for t in tiles}
+        predicted = [dask.delayed(predict_blend_windows, pure=True, nout=len(batch))(
+            [blocks[t.index] for t in batch], batch, grid, inputs, predictor_ref,
+            dask_key_name=f"predict-{token}-{_label(batch)}") for batch in batches]
+    windows = {t.index: result[k] for batch, result in zip(batches, predicted) for k, t in enumerate(batch)}
     grid_rows, grid_cols = grid.grid_shape
     records = []
     for t in tiles:
@@ -185,11 +213,28 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     return records
 
 
+def _batches(tiles: list[Tile], batch_size: int) -> list[list[Tile]]:
+    """Runs of up to ``batch_size`` consecutive tiles within each tile row (neighbours share reads)."""
+    batches: list[list[Tile]] = []
+    for tile in tiles:
+        if batches and len(batches[-1]) < batch_size and batches[-1][-1].index[0] == tile.index[0]:
+            batches[-1].append(tile)
+        else:
+            batches.append([tile])
+    return batches
+
+
+def _label(batch: list[Tile]) -> str:
+    (row, first), last = batch[0].index, batch[-1].index[1]
+    return f"{row}-{first}-{last}"
+
+
 def run_graph(records: list[Any], client: Any | None) -> list[TileRecord]:
-    """Compute the tile records on ``client`` (or Dask's threaded scheduler), model tasks retried on worker loss."""
+    """Compute the tile records on ``client`` (or Dask's threaded scheduler); tasks retried on worker loss."""
     import dask
 
     if client is None:
-        return list(dask.compute(*records, scheduler="threads"))
-    futures = client.compute(records, retries=2)
-    return client.gather(futures)
+        batches = dask.compute(*records, scheduler="threads")
+    else:
+        batches = client.gather(client.compute(records, retries=2))
+    return [record for batch in batches for record in batch]

@@ -53,3 +53,14 @@ def test_blend_errors_do_not_concentrate_at_tile_borders(tmp_path, client):
     border, interior = error[inner & (distance < 8)].mean(), error[inner & (distance >= 8)].mean()
     print(f"blend border {border:.6f} interior {interior:.6f} ratio {border / interior:.3f} max {error.max():.4f}")
     assert border <= 2 * interior, (border, interior)
+
+
+@pytest.mark.parametrize("stitch", ["exact", "blend"])
+def test_batching_tiles_changes_nothing(tmp_path, client, stitch):
+    bundle = make_bundle(tmp_path / "m.keras")
+    scene = write_scene(tmp_path / "scene.tif", (200, 330))
+    for batch in (1, 3):
+        predict_scene(scene, bundle, tmp_path / f"b{batch}", stitch=stitch, tile=64, batch_size=batch,
+                      float_output=True, cog=False, client=client)
+    np.testing.assert_allclose(_probabilities(tmp_path / "b3", "scene"), _probabilities(tmp_path / "b1", "scene"),
+                               atol=1e-5)
