@@ -1,5 +1,14 @@
 """Benchmarks that print figures (never timed tests).
 
+``bench predict``: on one synthetic scene (>= 64 Mpx by default) and one model, three ways
+to get a probability map, each in its own process tree: ``raw``, the model alone on
+pre-cut in-memory tiles of the same size and batch (the ceiling); ``naive``, the notebook
+way (whole scene read into NumPy, ``model.predict`` tile by tile, NumPy stitch, one
+GeoTIFF written); ``pipeline``, ``geoseg-batch predict`` end to end to zarr + COGs on an
+embedded LocalCluster. Speeds are output pixels per second; ``overlap_fraction`` is the
+extra pixels the pipeline's model computed per output pixel (its halo). With ``scaling``,
+the pipeline also runs on a scene of a quarter of the pixels, for the memory-flat figure.
+
 ``bench train``: training throughput (chips/s) and peak RSS when the same model, batch
 size and transforms are fed (a) from HDF5 shards streamed by :func:`chip_dataset` and (b)
 from NumPy arrays held in memory (:func:`array_dataset`, the notebook way). Every
@@ -120,5 +129,157 @@ def bench_train(json_path: str | Path, chips: int = 256, size: int = 128, bands:
     return figures
 
 
+def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:
+    """Runs inside a subprocess: the ``raw`` or ``naive`` way of predicting a scene."""
+    import resource
+
+    from geoseg_batch.runtime import configure_tensorflow
+
+    configure_tensorflow()
+    import numpy as np
+    import rasterio
+
+    from geoseg_batch.infer.predictor import Predictor
+    from geoseg_batch.model.bundle import load_bundle
+
+    bundle = load_bundle(args["bundle"])
+    tile, batch = args["tile"], args["batch_size"]
+    with rasterio.open(args["scene"]) as src:
+        profile = src.profile
+        if args["mode"] == "raw":  # pre-cut tiles in memory; only the forward passes are timed
+            count = args["raw_tiles"]
+            per_row = src.width // tile
+            tiles = [bundle.metadata.normalize(np.moveaxis(src.read(window=rasterio.windows.Window(
+                (k % per_row) * tile, (k // per_row) * tile, tile, tile)), 0, -1)) for k in range(count)]
+            tiles = [np.nan_to_num(t) for t in tiles]
+            predictor = Predictor(bundle)
+            predictor.probabilities(np.stack(tiles[:batch]))  # trace once
+            started = time.perf_counter()
+            for k in range(0, count, batch):
+                predictor.probabilities(np.stack(tiles[k:k + batch]))
+            seconds = time.perf_counter() - started
+            pixels = count * tile * tile
+        else:  # the notebook way, timed end to end
+            started = time.perf_counter()
+            scene = np.moveaxis(src.read(), 0, -1)
+    if args["mode"] == "naive":
+        rows, cols = scene.shape[:2]
+        normalized = np.nan_to_num(bundle.metadata.normalize(scene))
+        padded = np.zeros((-(-rows // tile) * tile, -(-cols // tile) * tile, normalized.shape[-1]), np.float32)
+        padded[:rows, :cols] = normalized
+        out = np.zeros(padded.shape[:2], np.float32)
+        for r in range(0, padded.shape[0], tile):
+            for c in range(0, padded.shape[1], tile):
+                out[r:r + tile, c:c + tile] = bundle.model.predict(padded[None, r:r + tile, c:c + tile], verbose=0)[0, ..., 0]
+        profile.update(count=1, dtype="uint8", nodata=255, compress="deflate", tiled=True)
+        with rasterio.open(args["out"], "w", **profile) as dst:
+            dst.write(np.round(out[:rows, :cols] * 250).astype(np.uint8), 1)
+        seconds = time.perf_counter() - started
+        pixels = rows * cols
+    return {"mode": args["mode"], "seconds": seconds, "mpx_per_s": pixels / 1e6 / seconds,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _bench_bundle(path: Path, bands: int, depth: int, base_filters: int) -> Path:
+    """An untrained U-Net bundle (speed does not depend on the weights) normalized for synthetic scenes."""
+    import numpy as np
+
+    from geoseg_batch.data.synthetic import render_window, scene_layout
+    from geoseg_batch.model.bundle import BundleMetadata, save_bundle
+    from geoseg_batch.model.geometry import model_geometry
+    from geoseg_batch.model.unet import build_model
+
+    sample, _ = render_window(scene_layout(0, 256, 256, bands), 0, 0, 256, 256)
+    flat = sample.reshape(-1, bands).astype(np.float64)
+    model = build_model("unet", bands=bands, depth=depth, base_filters=base_filters, seed=0)
+    geometry = model_geometry(model)
+    metadata = BundleMetadata(
+        model_type="unet", band_names=tuple(f"b{i + 1}" for i in range(bands)), classes=("background", "landslide"),
+        threshold=0.5, input_size=(128, 128), size_multiple=geometry.size_multiple,
+        receptive_radius=geometry.receptive_radius,
+        normalization={"mean": list(flat.mean(0)), "std": list(flat.std(0)), "min": list(flat.min(0)),
+                       "max": list(flat.max(0))},
+        architecture={"depth": depth, "base_filters": base_filters},
+    )
+    return save_bundle(model, metadata, path)
+
+
+def _bench_scene(path: Path, megapixels: float, bands: int, seed: int) -> Path:
+    from geoseg_batch.data.synthetic import scene_layout, write_scene
+
+    side = int(round((megapixels * 1e6) ** 0.5 / 64)) * 64
+    write_scene(path, path.with_name(path.stem + "_truth.tif"), scene_layout(seed, side, side, bands), "EPSG:32633")
+    return path
+
+
+def _pipeline_run(scene: Path, bundle: Path, out: Path, tile: int, stitch: str, batch_size: int,
+                  workers: int | None) -> dict[str, Any]:
+    command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", str(scene), "--model", str(bundle),
+               "--out", str(out), "--tile", str(tile), "--stitch", stitch, "--batch-size", str(batch_size)]
+    if workers:
+        command += ["--workers", str(workers)]
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if completed.returncode:
+        raise RuntimeError(f"pipeline run failed: {completed.stderr.strip().splitlines()[-1:]}")
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    return {"mode": "pipeline", "seconds": seconds, "mpx_per_s": summary["megapixels"] / seconds,
+            "peak_rss_bytes": summary["peak_tree_rss_bytes"], "overlap_fraction": summary["overlap_fraction"],
+            "summary": summary}
+
+
+def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 512, stitch: str = "blend",
+                  bands: int = 14, depth: int = 4, base_filters: int = 16, batch_size: int = 1,
+                  workers: int | None = None, raw_tiles: int = 24, scaling: bool = False) -> dict[str, Any]:
+    """raw vs naive vs pipeline on one synthetic scene; see the module docstring."""
+    with tempfile.TemporaryDirectory(prefix="geoseg-bench-predict-") as tmp:
+        root = Path(tmp)
+        bundle = _bench_bundle(root / "model.keras", bands, depth, base_filters)
+        scene = _bench_scene(root / "scene.tif", megapixels, bands, seed=5)
+        common = {"bundle": str(bundle), "scene": str(scene), "tile": tile, "batch_size": batch_size,
+                  "raw_tiles": raw_tiles}
+        raw = _measure_predict({**common, "mode": "raw"})
+        naive = _measure_predict({**common, "mode": "naive", "out": str(root / "naive.tif")})
+        pipeline = _pipeline_run(scene, bundle, root / "pipeline", tile, stitch, batch_size, workers)
+        import rasterio
+
+        with rasterio.open(scene) as src:
+            scene_mpx = src.width * src.height / 1e6
+        figures: dict[str, Any] = {
+            "megapixels": round(scene_mpx, 3), "tile": tile, "stitch": stitch, "bands": bands, "depth": depth,
+            "base_filters": base_filters, "batch_size": batch_size,
+            "raw_mpx_per_s": raw["mpx_per_s"], "naive_mpx_per_s": naive["mpx_per_s"],
+            "pipeline_mpx_per_s": pipeline["mpx_per_s"], "overlap_fraction": pipeline["overlap_fraction"],
+            "naive_peak_rss_bytes": naive["peak_rss_bytes"], "pipeline_peak_rss_bytes": pipeline["peak_rss_bytes"],
+        }
+        figures["pipeline_over_raw_with_halo"] = (figures["pipeline_mpx_per_s"] * (1 + figures["overlap_fraction"])
+                                                  / figures["raw_mpx_per_s"])
+        figures["pipeline_over_naive"] = figures["pipeline_mpx_per_s"] / figures["naive_mpx_per_s"]
+        figures["pipeline_rss_over_naive"] = figures["pipeline_peak_rss_bytes"] / figures["naive_peak_rss_bytes"]
+        figures["pipeline_summary"] = pipeline["summary"]
+        if scaling:
+            small = _pipeline_run(_bench_scene(root / "quarter.tif", megapixels / 4, bands, seed=6), bundle,
+                                  root / "pipeline_quarter", tile, stitch, batch_size, workers)
+            figures["scaling"] = {"megapixels_small": small["summary"]["megapixels"],
+                                  "peak_rss_small_bytes": small["peak_rss_bytes"],
+                                  "megapixels_large": figures["megapixels"],
+                                  "peak_rss_large_bytes": figures["pipeline_peak_rss_bytes"],
+                                  "growth": figures["pipeline_peak_rss_bytes"] / small["peak_rss_bytes"] - 1}
+    write_json(json_path, figures)
+    return figures
+
+
+def _measure_predict(args: dict[str, Any]) -> dict[str, Any]:
+    completed = subprocess.run([sys.executable, "-m", "geoseg_batch.bench", "predict", json.dumps(args)],
+                               capture_output=True, text=True, check=False)
+    if completed.returncode:
+        raise RuntimeError(f"benchmark worker failed: {completed.stderr.strip().splitlines()[-1:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 if __name__ == "__main__":
-    print(json.dumps(_worker(json.loads(sys.argv[1]))))
+    if sys.argv[1] == "predict":
+        print(json.dumps(_predict_worker(json.loads(sys.argv[2]))))
+    else:
+        print(json.dumps(_worker(json.loads(sys.argv[1]))))

@@ -135,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--scaling", action="store_true",
                              help="also: peak RSS of one epoch over N vs 4N shards")
 
+    bench_predict = bench_commands.add_parser("predict", help="Mpx/s and peak RSS: raw model vs naive vs pipeline")
+    bench_predict.add_argument("--json", required=True, metavar="FILE")
+    bench_predict.add_argument("--megapixels", type=float, default=64.0)
+    bench_predict.add_argument("--tile", type=int, default=512)
+    bench_predict.add_argument("--stitch", choices=("exact", "blend"), default="blend")
+    bench_predict.add_argument("--bands", type=int, default=14)
+    bench_predict.add_argument("--depth", type=int, default=4)
+    bench_predict.add_argument("--base-filters", type=int, default=16)
+    bench_predict.add_argument("--batch-size", type=int, default=1)
+    bench_predict.add_argument("--workers", type=int, help="pipeline LocalCluster size (default: one per core)")
+    bench_predict.add_argument("--scaling", action="store_true", help="also run the pipeline on a quarter-size scene")
+
     commands.add_parser("info", help="versions, devices, cluster reachability").add_argument(
         "--scheduler", metavar="ADDR", help="also check this scheduler answers")
     return parser
@@ -205,12 +217,18 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = api.submit(args.job, scheduler=args.scheduler, workers=args.workers)
         print(f"manifest: {result.manifest}")
     elif command == "bench":
-        from geoseg_batch.bench import bench_train
+        from geoseg_batch.bench import bench_predict, bench_train
 
-        figures = bench_train(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
-                              batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
-                              steps=args.steps, repeats=args.repeats, scaling=args.scaling)
-        _print(figures)
+        if args.bench_command == "train":
+            figures = bench_train(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
+                                  batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
+                                  steps=args.steps, repeats=args.repeats, scaling=args.scaling)
+        else:
+            figures = bench_predict(json_path=args.json, megapixels=args.megapixels, tile=args.tile,
+                                    stitch=args.stitch, bands=args.bands, depth=args.depth,
+                                    base_filters=args.base_filters, batch_size=args.batch_size,
+                                    workers=args.workers, scaling=args.scaling)
+        _print({k: v for k, v in figures.items() if k not in ("runs", "pipeline_summary")})
     elif command == "info":
         _print(api.info(scheduler=args.scheduler))
     return 0

@@ -155,7 +155,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
             f"use --tile {round_up(job.tile, multiple)}"
         )
-    scenes = [open_scene(p, metadata, job.tile, bands=job.bands, nodata=job.nodata) for p in job.scenes]
+    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata) for p in job.scenes]
     stems = [p.stem for p in job.scenes]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
@@ -177,7 +177,9 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                                         batch_size=job.batch_size))
         log.info("predict: %d scenes, %d tiles (%s stitch, tile %d, halo %d) on %s", len(scenes),
                  sum(len(g.tiles()) for g in grids), job.stitch, job.tile, grids[0].halo, active.dashboard_link)
+        tiles_started = time.perf_counter()
         records = run_graph(graphs, active)
+        cogs_started = time.perf_counter()
         for scene, stem in zip(scenes, stems):
             entry = {"scene": str(scene.path), "zarr": str(out / f"{stem}.zarr")}
             if job.cog:
@@ -188,6 +190,9 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                               "probability_cog": str(out / f"{stem}_probabilities.tif")})
             outputs.append(entry)
         wall = time.perf_counter() - started
+        phases = {"setup_s": round(tiles_started - started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
+                  "cogs_s": round(time.perf_counter() - cogs_started, 3)}
+        log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
         megapixels = sum(g.shape[0] * g.shape[1] for g in grids) / 1e6
         model_pixels = sum(r.model_pixels for r in records)
         summary = {
@@ -195,7 +200,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             "tiles_computed": sum(r.computed for r in records), "tiles_skipped": sum(not r.computed for r in records),
             "stitch": job.stitch, "tile": job.tile, "halo": grids[0].halo,
             "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
-            "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4),
+            "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4), "phases": phases,
         }
         memory.sample()
         summary["peak_worker_rss_bytes"] = memory.peak_children_bytes

@@ -1,11 +1,11 @@
 """Opening a scene: lazily, on the tile grid, with its bands, nodata and scaling checked.
 
 :func:`open_scene` validates a GeoTIFF/COG against a bundle at the edge (CRS present, bands
-by name or index, band count) and returns a :class:`Scene`: the raw band data as a Dask
-array chunked on the tile grid (nothing is read yet), with the georeferencing left on the
-xarray object (the ``spatial_ref`` coordinate, as rioxarray keeps it) and the per-band
-scale/offset and nodata that turn raw values into model input. Integer data stays integer
-until a tile is normalized, in float32.
+by name or index, band count) and returns a :class:`Scene`: the lazily opened raster
+(rioxarray; nothing is read), with the georeferencing left on the xarray object (the
+``spatial_ref`` coordinate, as rioxarray keeps it), and the band numbers, per-band
+scale/offset and nodata that turn raw values into model input. Tiles read their own
+windows; integer data stays integer until a window is normalized, in float32.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Scene:
     """A lazily opened scene and what is needed to turn its pixels into model input."""
 
     path: Path
-    data: Any  # xarray.DataArray (band, y, x), dask-backed, chunked on the tile grid
+    data: Any  # xarray.DataArray (band, y, x), lazily indexed
     band_indexes: tuple[int, ...]  # 1-based band numbers used, in the bundle's order
     nodata: float | None
     scales: tuple[float, ...]
@@ -67,9 +67,9 @@ def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: Bun
     return tuple(chosen)
 
 
-def open_scene(path: Path | str, metadata: BundleMetadata, tile: int, bands: list[str] | list[int] | None = None,
+def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
                nodata: float | None = None) -> Scene:
-    """Open ``path`` lazily, chunked on ``tile``-pixel tiles, checked against the bundle."""
+    """Open ``path`` lazily, checked against the bundle."""
     import rasterio
     import rioxarray
 
@@ -88,8 +88,7 @@ def open_scene(path: Path | str, metadata: BundleMetadata, tile: int, bands: lis
             "e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`"
         )
     chosen = _band_choice(path, descriptions, metadata, bands)
-    data = rioxarray.open_rasterio(path, chunks={"band": -1, "y": tile, "x": tile}, lock=False,
-                                   mask_and_scale=False, cache=False)
+    data = rioxarray.open_rasterio(path, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
     data = data.isel(band=[b - 1 for b in chosen])
     return Scene(
         path=path,
