@@ -551,8 +551,11 @@ def write_scene(path: Path, truth_path: Path, layout: SceneLayout, crs: str, blo
         transform=scene_transform(crs), tiled=True, blockxsize=256, blockysize=256,
         compress="deflate", num_threads="ALL_CPUS", bigtiff="IF_SAFER",
     )
-    # Texture noise barely compresses; level 1 is ~2x faster than the default for ~2 % size.
-    image_profile = dict(common, count=layout.bands, dtype="float32", nodata=_NODATA, predictor=3, zlevel=1)
+    # ZSTD with the floating-point predictor: for this float imagery 7x faster to decode than
+    # DEFLATE (0.025 vs 0.19 s per 640x640x14 window here) and ~10 % smaller; readers decode
+    # every tile window, so decoding speed is what tiled inference pays for.
+    image_profile = dict(common, count=layout.bands, dtype="float32", nodata=_NODATA, compress="zstd",
+                         predictor=3, zstd_level=1)
     truth_profile = dict(common, count=1, dtype="uint8", nodata=_TRUTH_NODATA)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(truth_path).parent.mkdir(parents=True, exist_ok=True)

@@ -100,18 +100,26 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
     )
 
 
-def model_input(raw: np.ndarray, scene: Scene, metadata: BundleMetadata) -> tuple[np.ndarray, np.ndarray]:
+def model_input(raw: np.ndarray, scene: Any, metadata: BundleMetadata) -> tuple[np.ndarray, np.ndarray]:
     """(normalized float32 (rows, cols, bands) with nodata set to 0, valid-pixel mask (rows, cols)).
 
-    ``raw`` is (bands, rows, cols) as stored; scale/offset are applied in float32. A pixel is
-    nodata when any band equals the nodata value or is not finite.
+    ``raw`` is (bands, rows, cols) as stored. Scale/offset and normalization are one affine
+    map per band, applied in float32 in place; a pixel is nodata when any band equals the
+    nodata value or (float data) is not finite.
     """
-    values = np.moveaxis(np.asarray(raw), 0, -1)
-    valid = np.ones(values.shape[:2], bool)
+    raw = np.asarray(raw)
+    std = np.maximum(np.asarray(metadata.normalization["std"], np.float32), np.float32(1e-6))
+    gain = np.asarray(scene.scales, np.float32) / std
+    bias = (np.asarray(scene.offsets, np.float32) - np.asarray(metadata.normalization["mean"], np.float32)) / std
+    values = raw.astype(np.float32)  # band-major: each band's pass is contiguous
+    values *= gain[:, None, None]
+    values += bias[:, None, None]
+    invalid = np.zeros(raw.shape[1:], bool)
     if scene.nodata is not None and not np.isnan(scene.nodata):  # NaN nodata: caught as non-finite
-        valid &= ~np.any(values == scene.nodata, axis=-1)
-    scaled = values.astype(np.float32) * np.asarray(scene.scales, np.float32) + np.asarray(scene.offsets, np.float32)
-    valid &= np.all(np.isfinite(scaled), axis=-1)
-    normalized = metadata.normalize(scaled)
-    normalized[~valid] = 0.0
-    return normalized, valid
+        invalid |= np.any(raw == scene.nodata, axis=0)
+    if raw.dtype.kind == "f":
+        invalid |= ~np.isfinite(values).all(axis=0)
+    normalized = np.ascontiguousarray(np.moveaxis(values, 0, -1))
+    if invalid.any():
+        normalized[invalid] = 0.0
+    return normalized, ~invalid

@@ -20,6 +20,7 @@ def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) 
     """Write ``variable`` of the store at ``zarr_path`` as a COG at ``dst``; returns ``dst``."""
     import rasterio
     import rasterio.shutil
+    import rioxarray  # noqa: F401  (registers the .rio accessor; worker processes may not have it yet)
     import xarray as xr
     import zarr
 

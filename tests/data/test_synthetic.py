@@ -213,7 +213,7 @@ def test_write_scene_georeferenced_with_collar(tmp_path: Path) -> None:
         assert src.nodata == -9999.0 and truth_src.nodata == 255
         assert src.descriptions == L4S_BANDS
         assert src.block_shapes[0] == (256, 256)
-        assert src.compression.value.lower() == "deflate"
+        assert src.compression.value.lower() == "zstd"
         image, truth = src.read(), truth_src.read(1)
     nodata = image == -9999.0
     collar = nodata.all(axis=0)
