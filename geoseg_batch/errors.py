@@ -34,28 +34,15 @@ class BundleError(InputError):
 
 
 class MissingInputError(GeosegError, FileNotFoundError):
-    """An input path does not exist. Exit code 2."""
+    """An input path does not exist. Exit code 2. (Raised with one argument, the message.)"""
 
     exit_code = 2
-
-    def __init__(self, message: str) -> None:
-        # FileNotFoundError's (errno, strerror) signature would garble str(); keep ours.
-        Exception.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class OutputExistsError(GeosegError, FileExistsError):
     """An output path exists and overwriting was not asked for. Exit code 2."""
 
     exit_code = 2
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class RunError(GeosegError, RuntimeError):

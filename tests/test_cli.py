@@ -43,9 +43,9 @@ def test_every_shipped_job_parses():
     from pathlib import Path
 
     jobs = sorted(Path(__file__).parents[1].joinpath("jobs").glob("*.yaml"))
-    assert {j.name for j in jobs} >= {"demo.yaml", "train_landslide4sense.yaml"}
+    assert {j.name for j in jobs} >= {"demo.yaml", "train_landslide4sense.yaml", "predict_scene.yaml"}
     for path in jobs:
-        assert load_job(path).kind in {"train", "evaluate", "demo"}
+        assert load_job(path).kind in {"train", "evaluate", "predict", "demo"}
 
 
 def test_cli_options_and_yaml_make_the_same_job(tmp_path, shards_dir):

@@ -96,5 +96,5 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
     dataset["mask"].encoding.update({**link, "_FillValue": MASK_NODATA, "chunks": (tile, tile)})
     dataset["probabilities"].encoding.update({**link, "_FillValue": probability_fill,
                                               "chunks": (len(names), tile, tile)})
-    dataset.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, consolidated=True)
+    dataset.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, consolidated=zarr_format == 2)
     return ZarrTarget(str(path), float_output, threshold, binary, zarr_format)

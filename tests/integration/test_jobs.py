@@ -50,3 +50,22 @@ def test_train_and_evaluate_jobs_tiny(tmp_path, chips_dir, capsys):
                      out=str(tmp_path / "eval"))
     assert main(["submit", str(evaluate)]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["chips"] == 96
+
+
+def test_predict_job_tiny(tmp_path, capsys):
+    from tests.infer.conftest import make_bundle, write_scene
+
+    bundle = make_bundle(tmp_path / "m.keras", bands=14)
+    scenes = [str(write_scene(tmp_path / f"scene_{n}.tif", (90, 130), bands=14, crs=crs, named=False))
+              for n, crs in ((1, "EPSG:32633"), (2, "EPSG:4326"))]
+    job = _tiny("predict_scene.yaml", tmp_path, scenes=scenes, model=str(bundle), out=str(tmp_path / "pred"),
+                tile=64, **{"cluster.workers": 1})
+    assert main(["validate", str(job)]) == 0
+    assert main(["submit", str(job)]) == 0
+    manifest = json.loads((tmp_path / "pred" / "manifest.json").read_text())
+    assert [Path(o["scene"]).name for o in manifest["outputs"]] == ["scene_1.tif", "scene_2.tif"]
+    for output in manifest["outputs"]:
+        assert all(Path(output[k]).exists() for k in ("zarr", "mask_cog", "probability_cog"))
+    summary = manifest["summary"]
+    assert summary["tiles_total"] == summary["tiles_computed"] == 12 and summary["megapixels"] == 0.023
+    assert {"wall_s", "mpx_per_s", "peak_worker_rss_bytes", "tiles_skipped"} <= set(summary)
