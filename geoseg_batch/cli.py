@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="only warnings and results")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="the main job: synthetic data -> shards -> train -> evaluate")
+    demo = commands.add_parser("demo", help="the main job: synthetic data -> shards -> train -> evaluate -> predict")
     demo.add_argument("--out", default=None, help="output directory (default: demo_out)")
     _cluster_options(demo)
 
@@ -168,6 +168,9 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = api.demo(out=args.out, scheduler=args.scheduler, workers=args.workers)
         print(f"bundle: {result.outputs[0]['bundle']}")
         print(f"report: {result.outputs[0]['report']}")
+        if result.outputs[0]["predictions"]:
+            scores = ", ".join(f"{k} F1 {v:.3f}" for k, v in result.summary["scene_f1"].items())
+            print(f"predictions: {result.outputs[0]['predictions']} ({scores})")
         print(f"manifest: {result.manifest}")
     elif command == "synth":
         result = api.synth(args.out, chips=args.chips, bands=args.bands, size=args.size, scenes=args.scenes,

@@ -185,7 +185,7 @@ class PredictJob(Spec):
 
 
 class DemoJob(Spec):
-    """The main job: synthetic chips -> shards -> train -> evaluate, on an embedded LocalCluster."""
+    """The main job on an embedded LocalCluster: synthetic chips -> shards -> train -> evaluate -> predict scenes."""
 
     kind: Literal["demo"] = "demo"
     name: str = "demo"
@@ -194,6 +194,7 @@ class DemoJob(Spec):
     size: int = Field(64, ge=16)
     bands: int = Field(14, ge=1)
     scenes: int = Field(2, ge=0)
+    tile: int = Field(256, ge=8, description="predict tile size for the scenes")
     seed: int = 0
     model: ModelSpec = ModelSpec(depth=3, base_filters=8)
     train: TrainSpec = TrainSpec(epochs=8, batch_size=16, patience=4)

@@ -101,7 +101,7 @@ def run_evaluate(job: EvaluateJob, client: Any | None = None) -> JobResult:
 
 
 def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
-    """Synthetic chips -> shards (on the Dask cluster) -> train -> evaluate on the held-out split."""
+    """Synthetic chips -> shards (on Dask) -> train -> evaluate -> predict the synthetic scenes (on Dask)."""
     from geoseg_batch.cluster import connect
     from geoseg_batch.config import DataSpec
     from geoseg_batch.data.pack import pack_shards
@@ -115,18 +115,40 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     with connect(job.cluster) if client is None else contextlib.nullcontext(client) as active:
         log.info("demo: packing shards on the Dask cluster (dashboard %s)", active.dashboard_link)
         packed = pack_shards(data.chips_dir, out / "shards", chips_per_shard=64, overwrite=True, client=active)
-    train = run_train(TrainJob(name="demo", out=out / "train", data=DataSpec(path=packed.out),
-                               model=job.model, train=job.train))
-    bundle = Path(train.outputs[0]["bundle"])
-    evaluation = run_evaluate(EvaluateJob(model=bundle, data=packed.out, out=out / "evaluate", split="test"))
+        train = run_train(TrainJob(name="demo", out=out / "train", data=DataSpec(path=packed.out),
+                                   model=job.model, train=job.train))
+        bundle = Path(train.outputs[0]["bundle"])
+        evaluation = run_evaluate(EvaluateJob(model=bundle, data=packed.out, out=out / "evaluate", split="test"))
+        scene_scores = {}
+        if data.scenes:
+            log.info("demo: predicting %d georeferenced scenes tile by tile", len(data.scenes))
+            predicted = run_predict(PredictJob(scenes=list(data.scenes), model=bundle, out=out / "predict",
+                                               tile=job.tile, overwrite=True), active)
+            scene_scores = {Path(o["scene"]).name: scene_f1(Path(o["mask_cog"]), truth)
+                            for o, truth in zip(predicted.outputs, data.truths)}
     outputs = [{"bundle": str(bundle), "metrics": str(evaluation.outputs[0]["metrics"]),
                 "report": str(evaluation.out), "shards": str(packed.out),
-                "scenes": [str(s) for s in data.scenes]}]
+                "scenes": [str(s) for s in data.scenes], "predictions": str(out / "predict") if data.scenes else None}]
     summary = {"wall_s": round(time.perf_counter() - started, 3), "chips": job.chips,
-               **{f"test_{k}": v for k, v in evaluation.summary.items()}}
+               **{f"test_{k}": v for k, v in evaluation.summary.items()}, "scene_f1": scene_scores}
     manifest = write_manifest(out, command="demo", outputs=outputs, summary=summary, config=resolved(job),
                               inputs={})
     return JobResult("demo", out, manifest, outputs, summary)
+
+
+def scene_f1(mask_path: Path, truth_path: Path) -> float:
+    """Pixel F1 of a predicted class mask against a truth raster on the same grid, read block by block."""
+    import rasterio
+
+    tp = fp = fn = 0
+    with rasterio.open(mask_path) as mask_src, rasterio.open(truth_path) as truth_src:
+        for _, window in truth_src.block_windows(1):
+            truth, mask = truth_src.read(1, window=window), mask_src.read(1, window=window)
+            valid = (truth != truth_src.nodata) & (mask != mask_src.nodata)
+            tp += int(((mask == 1) & (truth == 1) & valid).sum())
+            fp += int(((mask == 1) & (truth == 0) & valid).sum())
+            fn += int(((mask == 0) & (truth == 1) & valid).sum())
+    return round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else 1.0
 
 
 def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:

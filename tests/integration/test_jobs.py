@@ -27,7 +27,7 @@ def _tiny(name: str, tmp_path: Path, **changes: object) -> Path:
 
 
 def test_demo_job_tiny(tmp_path, capsys):
-    job = _tiny("demo.yaml", tmp_path, out=str(tmp_path / "demo"), chips=48, size=32, scenes=1,
+    job = _tiny("demo.yaml", tmp_path, out=str(tmp_path / "demo"), chips=48, size=32, scenes=1, tile=64,
                 **{"train.epochs": 1, "model.depth": 2, "model.base_filters": 4, "cluster.workers": 1})
     assert main(["submit", str(job)]) == 0
     manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
@@ -35,6 +35,9 @@ def test_demo_job_tiny(tmp_path, capsys):
     assert Path(output["bundle"]).exists() and Path(output["metrics"]).exists()
     assert len(output["scenes"]) == 1 and Path(output["scenes"][0]).exists()
     assert {"test_f1", "test_iou", "wall_s"} <= set(manifest["summary"])
+    predictions = json.loads((Path(output["predictions"]) / "manifest.json").read_text())
+    assert Path(predictions["outputs"][0]["mask_cog"]).exists()
+    assert 0.0 <= manifest["summary"]["scene_f1"]["scene_1.tif"] <= 1.0
 
 
 def test_train_and_evaluate_jobs_tiny(tmp_path, chips_dir, capsys):
