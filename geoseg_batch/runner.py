@@ -202,12 +202,12 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         tiles_started = time.perf_counter()
         records = run_graph(graphs, active)
         cogs_started = time.perf_counter()
+        cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif", job.tile,
+                              pure=False) for stem in stems for variable in ("mask", "probabilities")] if job.cog else []
+        active.gather(cogs)  # all scenes' COGs side by side
         for scene, stem in zip(scenes, stems):
             entry = {"scene": str(scene.path), "zarr": str(out / f"{stem}.zarr")}
             if job.cog:
-                cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif",
-                                      job.tile, pure=False) for variable in ("mask", "probabilities")]
-                active.gather(cogs)
                 entry.update({"mask_cog": str(out / f"{stem}_mask.tif"),
                               "probability_cog": str(out / f"{stem}_probabilities.tif")})
             outputs.append(entry)
@@ -225,11 +225,16 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4), "phases": phases,
         }
         memory.sample()
-        summary["peak_worker_rss_bytes"] = memory.peak_children_bytes
+        # Workers of an external cluster are not our children: their current memory is a lower bound.
+        summary["peak_worker_rss_bytes"] = memory.peak_children_bytes or _worker_memory(active)
         summary["peak_tree_rss_bytes"] = memory.peak_tree_bytes
         manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
                                   inputs={**checksums([job.model]), **checksums(job.scenes)})
     return JobResult("predict", out, out / manifest.name, outputs, summary)
+
+
+def _worker_memory(client: Any) -> int:
+    return sum(int(w.get("metrics", {}).get("memory", 0)) for w in client.scheduler_info()["workers"].values())
 
 
 def _cluster_has_gpu(client: Any) -> bool:
