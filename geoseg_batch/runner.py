@@ -186,7 +186,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
     digest = f"sha256:{sha256_file(job.model)}"
     out = Path(job.out)
-    outputs, records = [], []
+    outputs = []
     with staged_directory(out, overwrite=job.overwrite) as stage, PeakMemory() as memory, \
             (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
         ref = register_model(active, job.model, digest)

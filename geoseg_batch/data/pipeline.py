@@ -80,8 +80,11 @@ def _finish(dataset: tf.data.Dataset, transform: Transform, batch_size: int, shu
     return dataset.with_options(options)
 
 
-def read_blocks(collection: ChipCollection, positions: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
-    """(group number, ascending positions) of every read block: up to ``READ_BLOCK`` chips of one group."""
+def read_blocks(positions: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+    """(group number, ascending positions) of every read block: up to ``READ_BLOCK`` chips of one group.
+
+    ``positions`` holds, per group, the ascending positions of the chips to read.
+    """
     return [(number, group_positions[start:start + READ_BLOCK])
             for number, group_positions in enumerate(positions)
             for start in range(0, len(group_positions), READ_BLOCK)]
@@ -102,7 +105,7 @@ def chip_dataset(
 ) -> tf.data.Dataset:
     """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk."""
     positions = [split_positions(g.chip_ids, split, val_fraction, test_fraction, split_seed) for g in collection.groups]
-    blocks = read_blocks(collection, positions)
+    blocks = read_blocks(positions)
     rows, cols = collection.chip_shape
 
     def read(block: np.int64) -> tuple[np.ndarray, np.ndarray]:

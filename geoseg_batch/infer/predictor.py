@@ -73,7 +73,7 @@ class PredictorRef:
         from distributed import get_worker
 
         plugin = get_worker().plugins.get(self.plugin_name)
-        if plugin is None:  # a worker that joined after registration: plugins are re-run on join
+        if plugin is None:  # registered plugins also run on workers that join later, so this is a bug
             raise RuntimeError(f"model plugin {self.plugin_name} missing on this worker")
         return plugin.predictor
 

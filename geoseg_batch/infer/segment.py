@@ -101,14 +101,14 @@ def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
     work, records = [], []
     for tile in tiles:
         inputs, valid = window_input(tile, grid, scene, predictor_ref)
-        core_valid = valid[tile.core.relative_to(tile.window).slices()]
-        if core_valid.any():
-            work.append((tile, inputs, core_valid))
+        core = tile.core.relative_to(tile.window).slices()
+        if valid[core].any():
+            work.append((tile, inputs, core, valid[core]))
         else:
             records.append(TileRecord(tile.index, False, 0))  # the store's fill value is already nodata
-    for (tile, inputs, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
-                                                                                   [w[1] for w in work])):
-        target.write(tile.core, probabilities[tile.core.relative_to(tile.window).slices()], core_valid)
+    for (tile, inputs, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
+                                                                                         [w[1] for w in work])):
+        target.write(tile.core, probabilities[core], core_valid)
         records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1]))
     return records
 
@@ -150,7 +150,7 @@ def predict_blend_windows(tiles: list[Tile], grid: TileGrid, scene: SceneInput, 
 def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTarget) -> list[TileRecord]:
     """Weighted mean over the windows covering ``tile``; writes it. ``neighbours`` includes the tile itself."""
     rows, cols = tile.core.shape
-    total, weight, valid, channels = None, np.zeros((rows, cols), np.float32), None, None
+    total, weight, valid = None, np.zeros((rows, cols), np.float32), None
     for other, result in neighbours:
         if result is None:
             continue
@@ -161,8 +161,7 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTa
         source = overlap.relative_to(other.window).slices()
         dest = overlap.relative_to(tile.core).slices()
         if total is None:
-            channels = weighted.shape[-1]
-            total = np.zeros((rows, cols, channels), np.float32)
+            total = np.zeros((rows, cols, weighted.shape[-1]), np.float32)
         total[dest] += weighted[source]
         weight[dest] += weights[source]
         if other.index == tile.index:
