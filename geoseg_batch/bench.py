@@ -80,8 +80,9 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def _measure(args: dict[str, Any]) -> dict[str, Any]:
-    completed = subprocess.run([sys.executable, "-m", "geoseg_batch.bench", json.dumps(args)],
+def _in_subprocess(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one ``kind`` ("train" or "predict") measurement in a fresh process; its peak RSS is its own."""
+    completed = subprocess.run([sys.executable, "-m", "geoseg_batch.bench", kind, json.dumps(args)],
                                capture_output=True, text=True, check=False)
     if completed.returncode:
         raise RuntimeError(f"benchmark worker failed: {completed.stderr.strip().splitlines()[-1:]}")
@@ -106,7 +107,7 @@ def bench_train(json_path: str | Path, chips: int = 256, size: int = 128, bands:
         runs = []
         for round_number in range(repeats):
             modes = ("numpy", "shards") if round_number % 2 == 0 else ("shards", "numpy")
-            runs.extend(_measure({**common, "mode": mode, "data": str(shards)}) for mode in modes)
+            runs.extend(_in_subprocess("train", {**common, "mode": mode, "data": str(shards)}) for mode in modes)
         figures: dict[str, Any] = {"chips": chips, "chip_size": size, "bands": bands, **common, "repeats": repeats}
         for mode in ("numpy", "shards"):
             mine = [r for r in runs if r["mode"] == mode]
@@ -117,7 +118,7 @@ def bench_train(json_path: str | Path, chips: int = 256, size: int = 128, bands:
         figures["ratios_per_round"] = [r["shards"] / r["numpy"] for r in rounds]
         if scaling:
             large = _make_shards(Path(tmp), chips * 4, size, bands, 32, seed=2)
-            epochs = [_measure({**common, "mode": "shards", "data": str(path), "epoch": True})
+            epochs = [_in_subprocess("train", {**common, "mode": "shards", "data": str(path), "epoch": True})
                       for _ in range(max(1, repeats // 2)) for path in (shards, large)]
             small_rss = statistics.median(e["peak_rss_bytes"] for e in epochs[0::2])
             large_rss = statistics.median(e["peak_rss_bytes"] for e in epochs[1::2])
@@ -147,8 +148,8 @@ def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:
     with rasterio.open(args["scene"]) as src:
         profile = src.profile
         if args["mode"] == "raw":  # pre-cut tiles in memory; only the forward passes are timed
-            count = args["raw_tiles"]
             per_row = src.width // tile
+            count = min(args["raw_tiles"], per_row * (src.height // tile))  # whole tiles inside the scene
             tiles = [bundle.metadata.normalize(np.moveaxis(src.read(window=rasterio.windows.Window(
                 (k % per_row) * tile, (k // per_row) * tile, tile, tile)), 0, -1)) for k in range(count)]
             tiles = [np.nan_to_num(t) for t in tiles]
@@ -239,8 +240,8 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 5
         scene = _bench_scene(root / "scene.tif", megapixels, bands, seed=5)
         common = {"bundle": str(bundle), "scene": str(scene), "tile": tile, "batch_size": batch_size,
                   "raw_tiles": raw_tiles}
-        raw = _measure_predict({**common, "mode": "raw"})
-        naive = _measure_predict({**common, "mode": "naive", "out": str(root / "naive.tif")})
+        raw = _in_subprocess("predict", {**common, "mode": "raw"})
+        naive = _in_subprocess("predict", {**common, "mode": "naive", "out": str(root / "naive.tif")})
         pipeline = _pipeline_run(scene, bundle, root / "pipeline", tile, stitch, batch_size, workers)
         import rasterio
 
@@ -270,16 +271,6 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 5
     return figures
 
 
-def _measure_predict(args: dict[str, Any]) -> dict[str, Any]:
-    completed = subprocess.run([sys.executable, "-m", "geoseg_batch.bench", "predict", json.dumps(args)],
-                               capture_output=True, text=True, check=False)
-    if completed.returncode:
-        raise RuntimeError(f"benchmark worker failed: {completed.stderr.strip().splitlines()[-1:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
 if __name__ == "__main__":
-    if sys.argv[1] == "predict":
-        print(json.dumps(_predict_worker(json.loads(sys.argv[2]))))
-    else:
-        print(json.dumps(_worker(json.loads(sys.argv[1]))))
+    workers = {"train": _worker, "predict": _predict_worker}
+    print(json.dumps(workers[sys.argv[1]](json.loads(sys.argv[2]))))
