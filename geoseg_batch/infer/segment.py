@@ -32,6 +32,7 @@ from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.io.zarr_store import ZarrTarget
 
 STITCH_MODES = ("exact", "blend")
+TILES_PER_TASK = 4  # a run of tiles read as one window: fewer re-decoded file blocks, still fine-grained
 
 
 @dataclass(frozen=True)
@@ -66,48 +67,61 @@ class TileRecord:
     model_pixels: int
 
 
-def window_input(tile: Tile, grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(normalized window (rows, cols, bands) zero-filled beyond the scene, valid mask of the window)."""
+def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per tile: (normalized window (rows, cols, bands) zero-filled beyond the scene, valid mask).
+
+    The tiles' windows are read and normalized as one union window: neighbouring windows
+    overlap by twice the halo and share the file's blocks, which a read per window would
+    decode again for each.
+    """
     metadata = predictor_ref.get().metadata
-    inside = Window(tile.window.row0, min(tile.window.row1, grid.shape[0]),
-                    tile.window.col0, min(tile.window.col1, grid.shape[1]))
-    normalized, valid = model_input(scene.read(inside), scene, metadata)
-    rows, cols = tile.window.shape
-    full = np.zeros((rows, cols, normalized.shape[-1]), np.float32)
-    full_valid = np.zeros((rows, cols), bool)
-    full[: normalized.shape[0], : normalized.shape[1]] = normalized
-    full_valid[: valid.shape[0], : valid.shape[1]] = valid
-    return full, full_valid
+    union = Window(min(t.window.row0 for t in tiles), min(max(t.window.row1 for t in tiles), grid.shape[0]),
+                   min(t.window.col0 for t in tiles), min(max(t.window.col1 for t in tiles), grid.shape[1]))
+    normalized, valid = model_input(scene.read(union), scene, metadata)
+    prepared = []
+    for tile in tiles:
+        rows, cols = tile.window.shape
+        inside = _intersection(tile.window, union)
+        source = inside.relative_to(union).slices()
+        dest = inside.relative_to(tile.window).slices()
+        window = np.zeros((rows, cols, normalized.shape[-1]), np.float32)
+        window_valid = np.zeros((rows, cols), bool)
+        window[dest] = normalized[source]
+        window_valid[dest] = valid[source]
+        prepared.append((window, window_valid))
+    return prepared
 
 
-def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray]) -> list[np.ndarray]:
-    """Probabilities of each window; windows of equal shape go through the model as one batch."""
+def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Probabilities of each window; windows of equal shape go through the model in batches of ``batch_size``."""
     predictor = predictor_ref.get()
     results: list[np.ndarray | None] = [None] * len(windows)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for number, window in enumerate(windows):
         by_shape.setdefault(window.shape, []).append(number)
-    for numbers in by_shape.values():
-        batch = predictor.probabilities(np.stack([windows[n] for n in numbers]))
-        for n, probabilities in zip(numbers, batch):
-            results[n] = probabilities
+    for same_shape in by_shape.values():
+        for start in range(0, len(same_shape), batch_size):
+            numbers = same_shape[start:start + batch_size]
+            batch = predictor.probabilities(np.stack([windows[n] for n in numbers]))
+            for n, probabilities in zip(numbers, batch):
+                results[n] = probabilities
     return results
 
 
 def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
-                  target: ZarrTarget) -> list[TileRecord]:
-    """Predict a batch of tiles' windows, crop the halos, write the tiles (all-nodata tiles skip the model)."""
+                  target: ZarrTarget, batch_size: int) -> list[TileRecord]:
+    """Predict a run of tiles' windows, crop the halos, write the tiles (all-nodata tiles skip the model)."""
     work, records = [], []
-    for tile in tiles:
-        inputs, valid = window_input(tile, grid, scene, predictor_ref)
+    for tile, (inputs, valid) in zip(tiles, window_inputs(tiles, grid, scene, predictor_ref)):
         core = tile.core.relative_to(tile.window).slices()
         if valid[core].any():
             work.append((tile, inputs, core, valid[core]))
         else:
             records.append(TileRecord(tile.index, False, 0))  # the store's fill value is already nodata
     for (tile, inputs, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
-                                                                                         [w[1] for w in work])):
+                                                                                         [w[1] for w in work],
+                                                                                         batch_size)):
         target.write(tile.core, probabilities[core], core_valid)
         records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1]))
     return records
@@ -134,13 +148,14 @@ def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
     return row_weights[:, None] * col_weights[None, :]
 
 
-def predict_blend_windows(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef
-                          ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-    """Per window of a batch: (weighted probabilities, weights, valid), or None when all nodata."""
-    prepared = [window_input(tile, grid, scene, predictor_ref) for tile in tiles]
+def predict_blend_windows(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
+                          batch_size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Per window of a run of tiles: (weighted probabilities, weights, valid), or None when all nodata."""
+    prepared = window_inputs(tiles, grid, scene, predictor_ref)
     live = [n for n, (_, valid) in enumerate(prepared) if valid.any()]
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(tiles)
-    for n, probabilities in zip(live, batched_probabilities(predictor_ref, [prepared[n][0] for n in live])):
+    for n, probabilities in zip(live, batched_probabilities(predictor_ref, [prepared[n][0] for n in live],
+                                                                       batch_size)):
         valid = prepared[n][1]
         weights = blend_weights(tiles[n], grid) * valid
         results[n] = (probabilities * weights[..., None], weights, valid)
@@ -182,7 +197,8 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
                   gpu: bool = False, token: str = "scene", batch_size: int = 1) -> list[Any]:
     """Delayed objects, each returning a list of :class:`TileRecord`.
 
-    One model task per ``batch_size`` consecutive tiles of a tile row; ``token`` keeps task
+    One model task per run of ``max(batch_size, TILES_PER_TASK)`` consecutive tiles of a tile
+    row (read as one window, predicted in batches of ``batch_size``); ``token`` keeps task
     keys unique per scene.
     """
     import dask
@@ -191,16 +207,17 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
         raise ValueError(f"stitch must be one of {STITCH_MODES}, got {stitch!r}")
     tiles = grid.tiles()
     inputs = SceneInput.of(scene)
-    batches = _batches(tiles, batch_size)
+    batches = _runs(tiles, max(batch_size, TILES_PER_TASK))
     gpu_context = dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext()
     if stitch == "exact":
         with gpu_context:
-            return [dask.delayed(predict_exact, pure=True)(batch, grid, inputs, predictor_ref, target,
+            return [dask.delayed(predict_exact, pure=True)(batch, grid, inputs, predictor_ref, target, batch_size,
                                                            dask_key_name=f"predict-{token}-{_label(batch)}")
                     for batch in batches]
     with gpu_context:
         predicted = [dask.delayed(predict_blend_windows, pure=True, nout=len(batch))(
-            batch, grid, inputs, predictor_ref, dask_key_name=f"predict-{token}-{_label(batch)}") for batch in batches]
+            batch, grid, inputs, predictor_ref, batch_size, dask_key_name=f"predict-{token}-{_label(batch)}")
+            for batch in batches]
     windows = {t.index: result[k] for batch, result in zip(batches, predicted) for k, t in enumerate(batch)}
     grid_rows, grid_cols = grid.grid_shape
     records = []
@@ -213,11 +230,11 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     return records
 
 
-def _batches(tiles: list[Tile], batch_size: int) -> list[list[Tile]]:
-    """Runs of up to ``batch_size`` consecutive tiles within each tile row (neighbours share reads)."""
+def _runs(tiles: list[Tile], length: int) -> list[list[Tile]]:
+    """Runs of up to ``length`` consecutive tiles within each tile row (neighbours share reads)."""
     batches: list[list[Tile]] = []
     for tile in tiles:
-        if batches and len(batches[-1]) < batch_size and batches[-1][-1].index[0] == tile.index[0]:
+        if batches and len(batches[-1]) < length and batches[-1][-1].index[0] == tile.index[0]:
             batches[-1].append(tile)
         else:
             batches.append([tile])

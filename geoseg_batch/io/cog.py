@@ -33,7 +33,7 @@ def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) 
     profile = {
         "driver": "GTiff", "height": rows, "width": cols, "count": count, "dtype": array.dtype.name,
         "crs": dataset.rio.crs, "transform": dataset.rio.transform(), "nodata": nodata,
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "none",  # read once, by the COG driver
     }
     staging = dst.with_name(f".{dst.name}.tiles.tif")
     try:
