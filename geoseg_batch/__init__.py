@@ -12,14 +12,16 @@ The public Python API mirrors the ``geoseg-batch`` command line, one function pe
 __version__ = "0.1.0"
 
 from geoseg_batch.api import (  # noqa: E402  (the version must exist before submodules import it)
-    JobResult, demo, evaluate, info, pack_shards, predict_scene, shard_info, shard_stats, submit, synth, train,
+    JobResult, demo, evaluate, info, mosaic, pack_shards, predict_scene, shard_info, shard_stats, submit, synth, train,
     validate,
 )
-from geoseg_batch.config import DemoJob, EvaluateJob, PredictJob, TrainJob, load_job  # noqa: E402
+from geoseg_batch.config import (  # noqa: E402
+    DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job,
+)
 from geoseg_batch.runner import run_job  # noqa: E402
 
 __all__ = [
     "__version__", "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene",
-    "validate",
-    "submit", "info", "run_job", "load_job", "JobResult", "TrainJob", "EvaluateJob", "PredictJob", "DemoJob",
+    "mosaic", "validate", "submit", "info", "run_job", "load_job", "JobResult", "TrainJob", "EvaluateJob", "PredictJob",
+    "MosaicJob", "PipelineJob", "DemoJob",
 ]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import (
-    ClusterSpec, DemoJob, EvaluateJob, PredictJob, TrainJob, load_job, merge_overrides, parse_job,
+    AnyJob, ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job, merge_overrides,
+    parse_job,
 )
 from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
@@ -21,7 +22,8 @@ from geoseg_batch.errors import MissingInputError
 from geoseg_batch.runner import JobResult, run_job
 
 __all__ = [
-    "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene", "validate",
+    "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene", "mosaic",
+    "validate",
     "submit",
     "info", "JobResult",
 ]
@@ -113,6 +115,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str | 
 
 
 def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out: str | Path, *,
+                  scene_list: str | Path | None = None, incremental: bool | None = None,
                   stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
                   batch_size: int | None = None,
                   bands: list[str | int] | None = None, nodata: float | None = None, float_output: bool | None = None,
@@ -126,7 +129,8 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
     """
     paths = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
     payload = merge_overrides({"kind": "predict"}, {
-        "scenes": [str(p) for p in paths], "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
+        "scenes": [str(p) for p in paths], "scene_list": None if scene_list is None else str(scene_list),
+        "incremental": incremental, "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
         "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "float_output": float_output,
         "zarr_format": zarr_format, "cog": cog, "gpu": gpu, "overwrite": overwrite,
         "cluster.scheduler": scheduler, "cluster.workers": workers,
@@ -134,22 +138,51 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
     return run_job(parse_job(payload, source="predict"), client)
 
 
-def validate(job: str | Path) -> TrainJob | EvaluateJob | PredictJob | DemoJob:
+def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, crs: str | None = None,
+           resolution: float | None = None, bounds: tuple[float, float, float, float] | None = None,
+           merge: str | None = None, chunk: int | None = None, zarr_format: int | None = None,
+           cog: bool | None = None, incremental: bool | None = None, overwrite: bool | None = None,
+           scheduler: str | None = None, workers: int | None = None, client: Any | None = None) -> JobResult:
+    """Reproject and merge predict outputs onto one grid: a zarr store and mask/probability COGs.
+
+    ``predictions``: predict output directories (their manifest lists the scenes' stores).
+    """
+    paths = [predictions] if isinstance(predictions, (str, Path)) else list(predictions)
+    payload = merge_overrides({"kind": "mosaic"}, {
+        "predictions": [str(p) for p in paths], "out": str(out), "crs": crs, "resolution": resolution,
+        "bounds": None if bounds is None else list(bounds), "merge": merge, "chunk": chunk,
+        "zarr_format": zarr_format, "cog": cog, "incremental": incremental, "overwrite": overwrite,
+        "cluster.scheduler": scheduler, "cluster.workers": workers,
+    })
+    return run_job(parse_job(payload, source="mosaic"), client)
+
+
+def validate(job: str | Path) -> AnyJob:
     """Check a job file (schema and input paths) without touching a cluster; returns the parsed job."""
     spec = load_job(job)
-    for key, path in _input_paths(spec):
-        if not Path(path).exists():
-            raise MissingInputError(f"{job}: {key}: {path} does not exist")
+    steps = spec.steps if isinstance(spec, PipelineJob) else [spec]
+    produced: list[Path] = []  # a pipeline step may read what an earlier step writes
+    for number, step in enumerate(steps):
+        prefix = f"steps[{number}]." if isinstance(spec, PipelineJob) else ""
+        for key, path in _input_paths(step):
+            made_earlier = any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in produced)
+            if not made_earlier and not Path(path).exists():
+                raise MissingInputError(f"{job}: {prefix}{key}: {path} does not exist")
+        produced.append(Path(step.out).resolve())
     return spec
 
 
-def _input_paths(spec: TrainJob | EvaluateJob | PredictJob | DemoJob) -> list[tuple[str, Path]]:
+def _input_paths(spec: AnyJob) -> list[tuple[str, Path]]:
+    from geoseg_batch.geo.scene import scene_paths
+
     if isinstance(spec, TrainJob):
         return [("data.path", spec.data.path)]
     if isinstance(spec, EvaluateJob):
         return [("model", spec.model), ("data", spec.data)]
     if isinstance(spec, PredictJob):
-        return [("model", spec.model)] + [(f"scenes[{i}]", p) for i, p in enumerate(spec.scenes)]
+        return [("model", spec.model)] + [("scenes", p) for p in scene_paths(spec.scenes, spec.scene_list)]
+    if isinstance(spec, MosaicJob):
+        return [(f"predictions[{i}]", p) for i, p in enumerate(spec.predictions)]
     return []
 
 

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fill-nan", type=float, metavar="V")
 
     predict = commands.add_parser("predict", help="segment scenes tile by tile on Dask: zarr + COGs per scene")
-    predict.add_argument("scenes", nargs="+", metavar="SCENE", help="GeoTIFF/COG scenes")
+    predict.add_argument("scenes", nargs="*", metavar="SCENE", help="GeoTIFF/COG scenes or quoted glob patterns")
+    predict.add_argument("--scene-list", metavar="FILE", help="a text file of scene paths, one per line")
     predict.add_argument("--model", required=True, help="model bundle (.keras)")
     predict.add_argument("--out", required=True)
     predict.add_argument("--stitch", choices=("exact", "blend"), help="exact (default): equals a whole-scene pass")
@@ -111,8 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
                          help="float32 probabilities (default uint8 0..250)")
     predict.add_argument("--zarr-format", type=int, choices=(2, 3))
     predict.add_argument("--no-cog", dest="cog", action="store_false", default=None, help="zarr only")
+    predict.add_argument("--incremental", action="store_true", default=None,
+                         help="keep unchanged scenes' outputs from the last run; predict new or changed ones only")
     predict.add_argument("--overwrite", action="store_true", default=None)
     _cluster_options(predict)
+
+    mosaic = commands.add_parser("mosaic", help="many scenes' predictions onto one grid: zarr + COGs")
+    mosaic.add_argument("predictions", nargs="+", metavar="PREDICTION_DIR", help="predict output directories")
+    mosaic.add_argument("--out", required=True)
+    mosaic.add_argument("--crs", help="target CRS, e.g. EPSG:32633 (default: the first scene's)")
+    mosaic.add_argument("--resolution", type=float, help="pixel size in target CRS units (default: the finest)")
+    mosaic.add_argument("--bounds", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+                        help="target bounds in target CRS units (default: the union of the scenes)")
+    mosaic.add_argument("--merge", choices=("max", "first", "mean"),
+                        help="max (default): most confident scene; first: first given; mean: edge-distance weighted")
+    mosaic.add_argument("--chunk", type=int, help="chunk and COG block size in pixels (default 512)")
+    mosaic.add_argument("--zarr-format", type=int, choices=(2, 3))
+    mosaic.add_argument("--no-cog", dest="cog", action="store_false", default=None, help="zarr only")
+    mosaic.add_argument("--incremental", action="store_true", default=None,
+                        help="rewrite only chunks touched by new, changed or removed scenes since the last run")
+    mosaic.add_argument("--overwrite", action="store_true", default=None)
+    _cluster_options(mosaic)
 
     validate = commands.add_parser("validate", help="check a job file without touching a cluster")
     validate.add_argument("job")
@@ -203,7 +223,10 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"metrics: {result.outputs[0]['metrics']}")
     elif command == "predict":
         bands = [int(b) if b.strip().isdigit() else b.strip() for b in args.bands.split(",")] if args.bands else None
-        result = api.predict_scene(args.scenes, args.model, args.out, stitch=args.stitch, tile=args.tile,
+        if not args.scenes and not args.scene_list:
+            parser.error("predict needs SCENE arguments or --scene-list FILE")
+        result = api.predict_scene(args.scenes, args.model, args.out, scene_list=args.scene_list,
+                                   incremental=args.incremental, stitch=args.stitch, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
                                    overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
@@ -212,6 +235,17 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         summary = result.summary
         print(f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
               f"{summary['mpx_per_s']} Mpx/s")
+        print(f"manifest: {result.manifest}")
+    elif command == "mosaic":
+        result = api.mosaic(args.predictions, args.out, crs=args.crs, resolution=args.resolution,
+                            bounds=tuple(args.bounds) if args.bounds else None, merge=args.merge, chunk=args.chunk,
+                            zarr_format=args.zarr_format, cog=args.cog, incremental=args.incremental,
+                            overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
+        output = result.outputs[0]
+        print(f"mosaic: {output.get('mask_cog') or output['zarr']}")
+        summary = result.summary
+        print(f"{summary['megapixels']} Mpx, {summary['chunks_written']}/{summary['chunks_total']} chunks written "
+              f"from {summary['scenes']} scenes")
         print(f"manifest: {result.manifest}")
     elif command == "validate":
         job = api.validate(args.job)

@@ -1,6 +1,6 @@
 """Job specifications: one typed schema shared by YAML jobs, the CLI and the Python API.
 
-A job is a mapping with a ``kind`` (train, evaluate, demo) validated by the matching
+A job is a mapping with a ``kind`` (train, evaluate, predict, mosaic, pipeline, demo) validated by the matching
 pydantic model (``extra="forbid"``): unknown keys are rejected with their YAML path and
 the closest valid key, wrong types and out-of-range values with what was received and
 expected. The CLI builds the same mapping from its options (:func:`merge_overrides`) and
@@ -39,6 +39,8 @@ class ClusterSpec(Spec):
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str | None = Field(None, description="per worker, e.g. '4GiB'")
     timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler")
+    dashboard_address: str | None = Field(None, description="embedded cluster's dashboard host:port (default "
+                                          "127.0.0.1:0, this machine only; ':8787' opens it to the network)")
 
     @model_validator(mode="after")
     def _one_target(self) -> ClusterSpec:
@@ -167,7 +169,8 @@ class PredictJob(Spec):
 
     kind: Literal["predict"] = "predict"
     name: str = "predict"
-    scenes: list[Path] = Field(min_length=1)
+    scenes: list[Path] = Field(default_factory=list, description="scene files or glob patterns (e.g. incoming/*.tif)")
+    scene_list: Path | None = Field(None, description="a text file of scene paths, one per line (relative to it)")
     model: Path
     out: Path
     stitch: Literal["exact", "blend"] = "exact"
@@ -180,8 +183,64 @@ class PredictJob(Spec):
     zarr_format: Literal[2, 3] = 2
     cog: bool = True
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
+    incremental: bool = Field(False, description="keep unchanged scenes' outputs from the last run; predict only "
+                                                 "new or changed scenes; publish a new version of out atomically")
     overwrite: bool = False
     cluster: ClusterSpec = ClusterSpec()
+
+    @model_validator(mode="after")
+    def _some_scenes(self) -> PredictJob:
+        if not self.scenes and self.scene_list is None:
+            raise ValueError("no scenes: give scenes (files or glob patterns) or scene_list (a file of paths)")
+        return self
+
+
+MergeRule = Literal["max", "first", "mean"]
+
+
+class MosaicJob(Spec):
+    """Many scenes' predictions onto one target grid: zarr + COGs."""
+
+    kind: Literal["mosaic"] = "mosaic"
+    name: str = "mosaic"
+    predictions: list[Path] = Field(min_length=1, description="predict output directories (or their zarr stores)")
+    out: Path
+    crs: str | None = Field(None, description="target CRS, e.g. EPSG:32633 (default: the first scene's)")
+    resolution: float | None = Field(None, gt=0, description="pixel size in target CRS units (default: the finest)")
+    bounds: tuple[float, float, float, float] | None = Field(None, description="left, bottom, right, top in target CRS")
+    merge: MergeRule = Field("max", description="max: most confident scene; first: first scene given; "
+                                                "mean: weighted by distance to each scene's edge")
+    chunk: int = Field(512, ge=16, description="mosaic chunk (and COG block) size in pixels")
+    zarr_format: Literal[2, 3] = 2
+    cog: bool = True
+    incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
+                                                 "or gone since the last run; publish atomically")
+    overwrite: bool = False
+    cluster: ClusterSpec = ClusterSpec()
+
+
+StepJob = Annotated[Union[TrainJob, EvaluateJob, PredictJob, MosaicJob], Field(discriminator="kind")]
+
+
+class PipelineJob(Spec):
+    """Jobs run in order on one cluster (e.g. the nightly run: predict new scenes, then update the mosaic)."""
+
+    kind: Literal["pipeline"] = "pipeline"
+    name: str = "pipeline"
+    out: Path = Field(description="run history: one JSON record per run in out/history/")
+    steps: list[StepJob] = Field(min_length=1)
+    cluster: ClusterSpec = ClusterSpec()
+
+    @model_validator(mode="after")
+    def _outputs_apart(self) -> PipelineJob:
+        outs = [(f"steps[{n}]", Path(step.out).resolve()) for n, step in enumerate(self.steps)]
+        outs.append(("out", Path(self.out).resolve()))
+        for i, (name_a, a) in enumerate(outs):
+            for name_b, b in outs[i + 1:]:
+                if a == b or (a in b.parents and name_b != "out") or (b in a.parents and name_a != "out"):
+                    raise ValueError(f"{name_a}.out ({a}) and {name_b}.out ({b}) overlap; give each step its own "
+                                     "output directory")
+        return self
 
 
 class DemoJob(Spec):
@@ -201,30 +260,54 @@ class DemoJob(Spec):
     cluster: ClusterSpec = ClusterSpec()
 
 
-Job = Annotated[Union[TrainJob, EvaluateJob, PredictJob, DemoJob], Field(discriminator="kind")]
-JOB_KINDS: dict[str, type[Spec]] = {"train": TrainJob, "evaluate": EvaluateJob, "predict": PredictJob, "demo": DemoJob}
+AnyJob = Union[TrainJob, EvaluateJob, PredictJob, MosaicJob, PipelineJob, DemoJob]
+JOB_KINDS: dict[str, type[Spec]] = {"train": TrainJob, "evaluate": EvaluateJob, "predict": PredictJob,
+                                    "mosaic": MosaicJob, "pipeline": PipelineJob, "demo": DemoJob}
+
+
+def _spec_classes(annotation: Any) -> list[type[BaseModel]]:
+    """Spec classes inside an annotation (through Optional, list[...], Annotated unions)."""
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, BaseModel) else []
+    return [c for arg in getattr(annotation, "__args__", ()) for c in _spec_classes(arg)]
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Valid keys of the spec reached by following ``loc`` from ``model``."""
+    """Valid keys of the spec reached by following ``loc`` (keys, list indexes, kind tags) from ``model``."""
     current: Any = model
+    candidates: list[type[BaseModel]] = []
     for key in loc:
-        field = current.model_fields.get(key) if isinstance(key, str) and hasattr(current, "model_fields") else None
+        if isinstance(key, int):
+            continue
+        tagged = [c for c in candidates if c.model_fields.get("kind") and c.model_fields["kind"].default == key]
+        if tagged:  # pydantic puts the discriminator value in the path of a tagged union member
+            current, candidates = tagged[0], []
+            continue
+        field = current.model_fields.get(key) if isinstance(key, str) else None
         if field is None:
             break
-        annotation = field.annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
-        nested = [a for a in candidates if issubclass(a, BaseModel)]
-        if not nested:
+        candidates = _spec_classes(field.annotation)
+        if not candidates:
             break
-        current = nested[0]
+        current = candidates[0]
     return list(current.model_fields) if hasattr(current, "model_fields") else []
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """``steps[0].model`` for pydantic's ('steps', 0, 'predict', 'model'): indexes bracketed, kind tags dropped."""
+    text = ""
+    for position, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not (position and isinstance(loc[position - 1], int) and part in JOB_KINDS):
+            text += f".{part}" if text else str(part)
+    return text
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
     """One line for a pydantic error: where, what was received, what is expected, how to fix."""
     loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    where = _location(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         valid = _fields_at(model, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
@@ -232,12 +315,15 @@ def _describe(error: dict[str, Any], model: type[BaseModel], source: str) -> str
         return f"{source}: {where}: unknown key; {hint}"
     if error["type"] == "missing":
         return f"{source}: {where}: required key is missing"
+    if error["type"] == "value_error":  # our validators' messages already say what and how
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{source}: {message}" if not loc else f"{source}: {where}: {message}"
     received = error.get("input")
     text = repr(received) if not isinstance(received, dict) else "a mapping"
     return f"{source}: {where}: {error['msg']} (received {text})"
 
 
-def parse_job(payload: dict[str, Any], source: str = "job") -> TrainJob | EvaluateJob | PredictJob | DemoJob:
+def parse_job(payload: dict[str, Any], source: str = "job") -> AnyJob:
     """Validate a job mapping; ConfigError with one line for the first problem."""
     if not isinstance(payload, dict):
         raise ConfigError(f"{source}: a job is a mapping with a 'kind' key, got {type(payload).__name__}")
@@ -250,10 +336,12 @@ def parse_job(payload: dict[str, Any], source: str = "job") -> TrainJob | Evalua
     try:
         return TypeAdapter(model).validate_python(payload)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors()[0], model, source)) from None
+        # An unknown key first: "modle: did you mean model?" says more than "model is missing".
+        first = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+        raise ConfigError(_describe(first, model, source)) from None
 
 
-def load_job(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainJob | EvaluateJob | PredictJob | DemoJob:
+def load_job(path: Path | str, overrides: dict[str, Any] | None = None) -> AnyJob:
     """Read, merge ``overrides`` into, and validate a YAML job file."""
     path = Path(path)
     if not path.exists():

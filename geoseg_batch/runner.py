@@ -8,13 +8,17 @@ YAML job all end up in :func:`run_job`, and every result carries the path of the
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg_batch.config import DemoJob, EvaluateJob, PredictJob, TrainJob, resolved
+from geoseg_batch.config import AnyJob, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, resolved
+from geoseg_batch.errors import ConfigError
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.data.stats import BandStats, compute_stats, load_stats
 from geoseg_batch.io.publish import checksums, combined_digest, write_json, write_manifest
@@ -155,17 +159,15 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
 
     Everything is validated (bundle, scenes, tile size, output path) before a cluster is
-    started or a file written.
+    started or a file written. Resumable: the staging directory is named after the job's
+    settings and input checksums and records finished tiles, so re-running a killed job
+    computes only the rest. ``incremental``: scenes whose content and settings are unchanged
+    since the last run keep their outputs (hard links), only the others are predicted, and
+    ``out`` switches to the new version in one atomic step.
     """
-    from geoseg_batch.cluster import connect
-    from geoseg_batch.errors import ConfigError
     from geoseg_batch.geo.grid import TileGrid, round_up
-    from geoseg_batch.geo.scene import open_scene
-    from geoseg_batch.infer.predictor import register_model
-    from geoseg_batch.infer.segment import run_graph, segment_graph
-    from geoseg_batch.io.cog import write_cog
-    from geoseg_batch.io.publish import sha256_file, staged_directory
-    from geoseg_batch.io.zarr_store import create_store
+    from geoseg_batch.geo.scene import open_scene, scene_paths
+    from geoseg_batch.io.publish import config_digest, link_tree
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
@@ -177,60 +179,279 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
             f"use --tile {round_up(job.tile, multiple)}"
         )
-    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata) for p in job.scenes]
-    stems = [p.stem for p in job.scenes]
+    paths = scene_paths(job.scenes, job.scene_list)
+    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata) for p in paths]
+    stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
     overlap = job.overlap if job.overlap is not None else metadata.receptive_radius // 2
     halo = metadata.receptive_radius if job.stitch == "exact" else overlap
     grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
-    digest = f"sha256:{sha256_file(job.model)}"
+    model_checksum = checksums([job.model])
+    scene_checksums = checksums(paths)
+    settings = resolved(job.model_copy(update={"scenes": [], "scene_list": None, "out": Path("."), "name": "",
+                                                "overwrite": False, "cluster": job.cluster.model_copy(update={
+                                                    "scheduler": None, "workers": None})}))
+    scene_keys = {stem: config_digest(settings, {**model_checksum, "scene": scene_checksums[str(path)]})
+                  for stem, path in zip(stems, paths)}
     out = Path(job.out)
-    outputs = []
-    with staged_directory(out, overwrite=job.overwrite) as stage, PeakMemory() as memory, \
-            (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
-        ref = register_model(active, job.model, digest)
+    run_key = config_digest(settings, scene_keys)
+    with _publishing(out, run_key, job.incremental, job.overwrite) as (stage, previous), PeakMemory() as memory:
+        reused = _reusable_scenes(previous, scene_keys)
+        for stem in reused:
+            for name in _scene_files(stem, job.cog):
+                if (previous / name).exists() and not (stage / name).exists():
+                    link_tree(previous / name, stage / name)
+        todo = [n for n, stem in enumerate(stems) if stem not in reused]
+        summary = {"scenes": len(scenes), "scenes_predicted": len(todo), "scenes_reused": len(reused),
+                   **_predict_scenes(job, metadata, [scenes[n] for n in todo], [grids[n] for n in todo],
+                                     [stems[n] for n in todo], stage, client, memory)}
+        outputs = [_scene_entry(path, out, stem, job.cog) for path, stem in zip(paths, stems)]
+        write_json(stage / STATE_NAME, {stem: {"scene": str(path), "key": scene_keys[stem]}
+                                        for stem, path in zip(stems, paths)})
+        summary["wall_s"] = round(time.perf_counter() - started, 3)
+        summary["mpx_per_s"] = round(summary["megapixels"] / summary["wall_s"], 4)
+        manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
+                                  inputs={**model_checksum, **scene_checksums})
+    return JobResult("predict", out, out / manifest.name, outputs, summary)
+
+
+STATE_NAME = "state.json"  # per output: what each scene's outputs were made from (incremental runs)
+
+
+@contextlib.contextmanager
+def _publishing(out: Path, key: str, incremental: bool, overwrite: bool) -> Iterator[tuple[Path, Path | None]]:
+    """(staging directory, previous version): versioned for incremental jobs, else a resumable stage."""
+    from geoseg_batch.io.publish import staged_directory, versioned_directory
+
+    if incremental:
+        with versioned_directory(out, key, overwrite=overwrite) as staged:
+            yield staged
+    else:
+        with staged_directory(out, overwrite=overwrite, resume_key=key) as stage:
+            yield stage, None
+
+
+def _reusable_scenes(previous: Path | None, scene_keys: dict[str, str]) -> set[str]:
+    """Scenes whose outputs in the previous version were made from the same content and settings."""
+    if previous is None or not (previous / STATE_NAME).exists():
+        return set()
+    state = json.loads((previous / STATE_NAME).read_text())
+    return {stem for stem, key in scene_keys.items() if state.get(stem, {}).get("key") == key}
+
+
+def _scene_files(stem: str, cog: bool) -> list[str]:
+    return [f"{stem}.zarr"] + ([f"{stem}_mask.tif", f"{stem}_probabilities.tif"] if cog else [])
+
+
+def _scene_entry(path: Path, out: Path, stem: str, cog: bool) -> dict[str, Any]:
+    entry = {"scene": str(path), "zarr": str(out / f"{stem}.zarr")}
+    if cog:
+        entry.update({"mask_cog": str(out / f"{stem}_mask.tif"), "probability_cog": str(out / f"{stem}_probabilities.tif")})
+    return entry
+
+
+def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: list[Any], stems: list[str],
+                    stage: Path, client: Any | None, memory: Any) -> dict[str, Any]:
+    """Predict ``scenes`` into ``stage`` (skipping tiles recorded as done); the work's summary figures."""
+    from geoseg_batch.cluster import connect
+    from geoseg_batch.infer.predictor import register_model
+    from geoseg_batch.infer.segment import run_graph, segment_graph
+    from geoseg_batch.io.cog import write_cog
+    from geoseg_batch.io.publish import sha256_file
+    from geoseg_batch.io.zarr_store import create_store
+
+    megapixels = sum(g.shape[0] * g.shape[1] for g in grids) / 1e6
+    tiles_total = sum(len(g.tiles()) for g in grids)
+    figures: dict[str, Any] = {"megapixels": round(megapixels, 3), "tiles_total": tiles_total, "tiles_computed": 0,
+                               "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch, "tile": job.tile,
+                               "halo": grids[0].halo if grids else None, "overlap_fraction": 0.0,
+                               "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
+    if not scenes:
+        return figures  # nothing new: no cluster, no model
+    started = time.perf_counter()
+    with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
+        ref = register_model(active, job.model, f"sha256:{sha256_file(job.model)}")
         gpu = job.gpu if job.gpu is not None else _cluster_has_gpu(active)
-        graphs = []
+        graphs, resumed = [], 0
         for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
             target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
-                                  job.float_output, job.zarr_format)
+                                  job.float_output, job.zarr_format, done_dir=stage / ".done" / stem)
+            resumed += len(target.done_tiles())
             graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}",
                                         batch_size=job.batch_size))
-        log.info("predict: %d scenes, %d tiles (%s stitch, tile %d, halo %d) on %s", len(scenes),
-                 sum(len(g.tiles()) for g in grids), job.stitch, job.tile, grids[0].halo, active.dashboard_link)
+        log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(scenes),
+                 tiles_total, resumed, job.stitch, job.tile, grids[0].halo, active.dashboard_link)
         tiles_started = time.perf_counter()
         records = run_graph(graphs, active)
         cogs_started = time.perf_counter()
         cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif", job.tile,
                               pure=False) for stem in stems for variable in ("mask", "probabilities")] if job.cog else []
         active.gather(cogs)  # all scenes' COGs side by side
-        for scene, stem in zip(scenes, stems):
-            entry = {"scene": str(scene.path), "zarr": str(out / f"{stem}.zarr")}
-            if job.cog:
-                entry.update({"mask_cog": str(out / f"{stem}_mask.tif"),
-                              "probability_cog": str(out / f"{stem}_probabilities.tif")})
-            outputs.append(entry)
-        wall = time.perf_counter() - started
         phases = {"setup_s": round(tiles_started - started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
                   "cogs_s": round(time.perf_counter() - cogs_started, 3)}
         log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
-        megapixels = sum(g.shape[0] * g.shape[1] for g in grids) / 1e6
         model_pixels = sum(r.model_pixels for r in records)
-        summary = {
-            "scenes": len(scenes), "megapixels": round(megapixels, 3), "tiles_total": len(records),
-            "tiles_computed": sum(r.computed for r in records), "tiles_skipped": sum(not r.computed for r in records),
-            "stitch": job.stitch, "tile": job.tile, "halo": grids[0].halo,
+        computed = [r for r in records if r.computed]
+        figures.update({
+            "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
             "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
-            "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4), "phases": phases,
-        }
+            "phases": phases,
+        })
         memory.sample()
         # Workers of an external cluster are not our children: their current memory is a lower bound.
-        summary["peak_worker_rss_bytes"] = memory.peak_children_bytes or _worker_memory(active)
-        summary["peak_tree_rss_bytes"] = memory.peak_tree_bytes
-        manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
-                                  inputs={**checksums([job.model]), **checksums(job.scenes)})
-    return JobResult("predict", out, out / manifest.name, outputs, summary)
+        figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or _worker_memory(active)
+        figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
+    return figures
+
+
+def prediction_stores(predictions: list[Path]) -> dict[str, tuple[Path, str]]:
+    """{scene stem: (zarr store, content key)} of predict output directories (or stores), in order.
+
+    The key is what the predict run recorded the scene's outputs were made from; a store
+    without that record gets one from its files' sizes and times.
+    """
+    from geoseg_batch.errors import MissingInputError
+
+    stores: dict[str, tuple[Path, str]] = {}
+    for directory in predictions:
+        directory = Path(directory)
+        if directory.suffix == ".zarr":
+            stores[directory.stem] = (directory, _files_key(directory))
+            continue
+        manifest = directory / "manifest.json"
+        if not manifest.exists():
+            raise MissingInputError(f"{directory}: not a predict output (no manifest.json); give predict --out "
+                                    "directories or .zarr stores")
+        state_path = directory / STATE_NAME
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        for entry in json.loads(manifest.read_text())["outputs"]:
+            store = directory / Path(entry["zarr"]).name
+            stem = store.stem
+            if stem in stores:
+                raise ConfigError(f"{directory}: scene {stem!r} is also in another prediction directory; "
+                                  "mosaic each scene once")
+            stores[stem] = (store, state.get(stem, {}).get("key") or _files_key(store))
+    return stores
+
+
+def _files_key(path: Path) -> str:
+    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+    return combined_digest({"files": json.dumps(stats)})
+
+
+def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
+    """Reproject and merge the scenes' predictions onto one grid, chunk by chunk on Dask; zarr + COGs.
+
+    ``incremental``: the previous version's chunks are kept (hard links) and only the chunks
+    touched by scenes that are new, changed or gone since then are recomputed (all of them
+    when the target grid changed); the new version is published atomically.
+    """
+    from geoseg_batch.cluster import connect
+    from geoseg_batch.geo.mosaic import build_mosaic, chunks_touched, mosaic_grid
+    from geoseg_batch.io.cog import write_cog
+    from geoseg_batch.io.publish import config_digest, link_tree
+
+    started = time.perf_counter()
+    stores = prediction_stores(job.predictions)
+    paths = [store for store, _ in stores.values()]
+    grid = mosaic_grid(paths, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
+    keys = {stem: key for stem, (_, key) in stores.items()}
+    settings = resolved(job.model_copy(update={"predictions": [], "out": Path("."), "name": "", "overwrite": False,
+                                                "cluster": job.cluster.model_copy(update={"scheduler": None,
+                                                                                          "workers": None})}))
+    out = Path(job.out)
+    with _publishing(out, config_digest(settings, keys), job.incremental, job.overwrite) as (stage, previous):
+        store_path = stage / MOSAIC_STORE
+        footprints = {stem: chunks_touched(grid, [store]) for stem, (store, _) in stores.items()}
+        chunks = _chunks_to_rewrite(previous, grid, keys, footprints)
+        if chunks is not None and previous is not None and not store_path.exists():
+            link_tree(previous / MOSAIC_STORE, store_path)
+        cog_names = {variable: f"mosaic_{variable}.tif" for variable in ("mask", "probabilities")} if job.cog else {}
+        with (connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active:
+            built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
+                                 client=active)
+            if chunks == set() and previous is not None:  # nothing changed: the COGs are the previous ones
+                for name in cog_names.values():
+                    link_tree(previous / name, stage / name)
+            elif cog_names:
+                run_cog = active.submit if active is not None else _call
+                futures = [run_cog(write_cog, store_path, variable, stage / name, job.chunk)
+                           for variable, name in cog_names.items()]
+                [f.result() for f in futures]
+        written = built.chunks_written if isinstance(built.chunks_written, int) else len(built.chunks_written)
+        write_json(stage / STATE_NAME, {"grid": _grid_record(grid), "scenes": {
+            stem: {"key": keys[stem], "chunks": sorted(footprints[stem])} for stem in stores}})
+        output = {"zarr": str(out / MOSAIC_STORE), **{("mask_cog" if v == "mask" else "probability_cog"): str(out / n)
+                                                        for v, n in cog_names.items()}}
+        wall = time.perf_counter() - started
+        megapixels = grid.shape[0] * grid.shape[1] / 1e6
+        summary = {"scenes": len(stores), "merge": job.merge, "megapixels": round(megapixels, 3),
+                   "chunks_total": built.chunks_total, "chunks_written": written,
+                   "incremental": chunks is not None, "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4),
+                   "grid": _grid_record(grid)}
+        manifest = write_manifest(stage, command="mosaic", outputs=[output], summary=summary, config=resolved(job),
+                                  inputs=keys)
+    return JobResult("mosaic", out, out / manifest.name, [output], summary)
+
+
+MOSAIC_STORE = "mosaic.zarr"
+
+
+def _call(function: Any, *args: Any) -> Any:
+    """A finished future-alike, for running COG writes without a cluster."""
+    from concurrent.futures import Future
+
+    future: Future = Future()
+    future.set_result(function(*args))
+    return future
+
+
+def _grid_record(grid: Any) -> dict[str, Any]:
+    return {"crs": str(grid.crs), "transform": [float(v) for v in tuple(grid.transform)[:6]],
+            "shape": list(grid.shape), "chunk": grid.chunk}
+
+
+def _chunks_to_rewrite(previous: Path | None, grid: Any, keys: dict[str, str],
+                       footprints: dict[str, list[tuple[int, int]]]) -> set[tuple[int, int]] | None:
+    """Chunks touched by scenes new, changed or gone since ``previous``; None: build everything."""
+    state_path = None if previous is None else previous / STATE_NAME
+    if state_path is None or not state_path.exists() or not (previous / MOSAIC_STORE).exists():
+        return None
+    state = json.loads(state_path.read_text())
+    if state.get("grid") != _grid_record(grid):
+        return None
+    before = state.get("scenes", {})
+    chunks: set[tuple[int, int]] = set()
+    for stem in set(before) | set(keys):
+        if before.get(stem, {}).get("key") != keys.get(stem):
+            chunks |= {tuple(c) for c in before.get(stem, {}).get("chunks", [])}  # type: ignore[misc]
+            chunks |= set(footprints.get(stem, []))
+    return chunks
+
+
+def run_pipeline(job: PipelineJob, client: Any | None = None) -> JobResult:
+    """Run the steps in order on one cluster; a record of the run is added to ``out/history/``."""
+    from geoseg_batch.cluster import connect
+
+    started = time.perf_counter()
+    out = Path(job.out)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    steps: list[dict[str, Any]] = []
+    with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
+        for number, step in enumerate(job.steps):
+            log.info("pipeline %s: step %d/%d: %s %s", job.name, number + 1, len(job.steps), step.kind, step.name)
+            result = run_job(step, active)
+            steps.append({"kind": step.kind, "name": step.name, "out": str(result.out),
+                          "manifest": str(result.manifest), "summary": result.summary})
+    summary = {"steps": len(steps), "wall_s": round(time.perf_counter() - started, 3), "started": stamp,
+               "step_summaries": [s["summary"] for s in steps]}
+    history = write_json(out / "history" / f"{stamp}-{os.getpid()}.json", {"job": job.name, "steps": steps,
+                                                                           "summary": summary})
+    outputs = [{"kind": s["kind"], "out": s["out"], "manifest": s["manifest"]} for s in steps]
+    manifest = write_manifest(out, command="pipeline", outputs=outputs, summary={**summary, "history": str(history)},
+                              config=resolved(job), inputs={})
+    return JobResult("pipeline", out, manifest, outputs, summary)
 
 
 def _worker_memory(client: Any) -> int:
@@ -241,9 +462,10 @@ def _cluster_has_gpu(client: Any) -> bool:
     return any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
 
 
-RUNNERS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "demo": run_demo}
+RUNNERS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "mosaic": run_mosaic,
+           "pipeline": run_pipeline, "demo": run_demo}
 
 
-def run_job(job: TrainJob | EvaluateJob | PredictJob | DemoJob, client: Any | None = None) -> JobResult:
+def run_job(job: AnyJob, client: Any | None = None) -> JobResult:
     """Run any job kind."""
     return RUNNERS[job.kind](job, client)

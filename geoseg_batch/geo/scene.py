@@ -67,6 +67,32 @@ def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: Bun
     return tuple(chosen)
 
 
+def scene_paths(scenes: list[Path], scene_list: Path | None = None) -> list[Path]:
+    """The scene files a job names: paths and glob patterns (expanded, sorted), then a list file's lines.
+
+    A pattern that matches nothing, or a list file that is missing, is an error: a nightly
+    run pointed at the wrong folder should fail, not publish an empty result.
+    """
+    import glob
+
+    found: list[Path] = []
+    for entry in scenes:
+        if glob.has_magic(str(entry)):
+            matches = sorted(Path(m) for m in glob.glob(str(entry)))
+            if not matches:
+                raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files")
+            found.extend(matches)
+        else:
+            found.append(Path(entry))
+    if scene_list is not None:
+        scene_list = Path(scene_list)
+        if not scene_list.is_file():
+            raise MissingInputError(f"scene_list: {scene_list} does not exist; give a text file with one path per line")
+        lines = [line.strip() for line in scene_list.read_text().splitlines()]
+        found.extend(scene_list.parent / line for line in lines if line and not line.startswith("#"))
+    return list(dict.fromkeys(found))  # a scene named twice is predicted once
+
+
 def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
                nodata: float | None = None) -> Scene:
     """Open ``path`` lazily, checked against the bundle."""

@@ -118,11 +118,13 @@ def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
         if valid[core].any():
             work.append((tile, inputs, core, valid[core]))
         else:
-            records.append(TileRecord(tile.index, False, 0))  # the store's fill value is already nodata
+            target.mark_done(tile.index)  # the store's fill value is already nodata
+            records.append(TileRecord(tile.index, False, 0))
     for (tile, inputs, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
                                                                                          [w[1] for w in work],
                                                                                          batch_size)):
         target.write(tile.core, probabilities[core], core_valid)
+        target.mark_done(tile.index)
         records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1]))
     return records
 
@@ -182,9 +184,11 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTa
         if other.index == tile.index:
             valid = window_valid[tile.core.relative_to(other.window).slices()]
     if total is None or valid is None or not valid.any():
+        target.mark_done(tile.index)
         return [TileRecord(tile.index, False, 0)]
     probabilities = total / np.maximum(weight, 1e-12)[..., None]
     target.write(tile.core, probabilities, valid & (weight > 0))
+    target.mark_done(tile.index)
     return [TileRecord(tile.index, True, tile.window.shape[0] * tile.window.shape[1])]
 
 
@@ -195,19 +199,28 @@ def _intersection(a: Window, b: Window) -> Window | None:
 
 def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, target: ZarrTarget, stitch: str,
                   gpu: bool = False, token: str = "scene", batch_size: int = 1) -> list[Any]:
-    """Delayed objects, each returning a list of :class:`TileRecord`.
+    """Delayed objects, each returning a list of :class:`TileRecord` (tiles computed by this run).
 
     One model task per run of ``max(batch_size, TILES_PER_TASK)`` consecutive tiles of a tile
     row (read as one window, predicted in batches of ``batch_size``); ``token`` keeps task
-    keys unique per scene.
+    keys unique per scene. Tiles the target records as done are left out (resume); runs are
+    cut from the whole grid first, so a resumed tile is batched with the same neighbours as
+    in the first attempt, less those done (with ``batch_size`` 1, forward passes are the same).
     """
     import dask
 
     if stitch not in STITCH_MODES:
         raise ValueError(f"stitch must be one of {STITCH_MODES}, got {stitch!r}")
-    tiles = grid.tiles()
+    done = target.done_tiles()
+    tiles = [t for t in grid.tiles() if t.index not in done]
     inputs = SceneInput.of(scene)
-    batches = _runs(tiles, max(batch_size, TILES_PER_TASK))
+    if stitch == "exact":
+        needed = {t.index for t in tiles}
+    else:  # a tile blends the windows of its 3x3 neighbourhood
+        needed = {(r, c) for row, col in (t.index for t in tiles)
+                  for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)}
+    batches = [kept for run in _runs(grid.tiles(), max(batch_size, TILES_PER_TASK))
+               if (kept := [t for t in run if t.index in needed])]
     gpu_context = dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext()
     if stitch == "exact":
         with gpu_context:

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,14 @@ def _json_default(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def staged_directory(out: Path | str, overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str | None = None) -> Iterator[Path]:
     """Build a directory as a hidden sibling of ``out`` and rename it to ``out`` on success.
 
-    ``out`` must not exist (or be empty) unless ``overwrite`` is set; on failure the staging
-    directory is removed and ``out`` is left as it was.
+    ``out`` must not exist (or be empty) unless ``overwrite`` is set. Without ``resume_key``
+    a failed run's staging directory is removed and ``out`` is left as it was. With it, the
+    staging directory is named after the key and kept on failure, so a re-run of the same
+    job (same key) finds what the failed one finished; entries starting with ``.`` in it
+    (such as completion records) are dropped when it is published.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -72,16 +76,77 @@ def staged_directory(out: Path | str, overwrite: bool = False) -> Iterator[Path]
             "choose another --out or pass --overwrite"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.staging-{secrets.token_hex(6)}"
-    stage.mkdir()
+    stage = out.parent / f".{out.name}.staging-{resume_key or secrets.token_hex(6)}"
+    stage.mkdir(exist_ok=resume_key is not None)
+    published = False
     try:
         yield stage
+        for hidden in stage.glob(".*"):
+            shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
+        published = True
     finally:
-        if stage.exists():
+        if not published and resume_key is None and stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def versioned_directory(out: Path | str, resume_key: str, keep: int = 3, overwrite: bool = False
+                        ) -> Iterator[tuple[Path, Path | None]]:
+    """Publish a new version of ``out`` atomically, for results updated in place run after run.
+
+    ``out`` is a symbolic link to the current version, a directory under the hidden sibling
+    ``.<name>.versions/``. Yields (staging directory, previous version or None); on success
+    the staging directory becomes a version and the link is swapped with one rename, so a
+    reader sees the old version or the new one, never a mix. Unchanged files can be
+    hard-linked from the previous version (see :func:`link_tree`): writers replace files
+    by renaming, never in place, so old versions stay intact. The ``keep`` newest versions
+    are kept. Like :func:`staged_directory` with a key, a failed run's staging directory is
+    kept for a re-run to resume.
+    """
+    out = Path(out)
+    versions_dir = out.parent / f".{out.name}.versions"
+    if out.exists() and not out.is_symlink():
+        if any(out.iterdir()) and not overwrite:
+            raise OutputExistsError(
+                f"{out}: holds results that are not versioned (an earlier run without incremental); "
+                "choose another out or pass --overwrite to replace it"
+            )
+        shutil.rmtree(out)
+    previous = out.resolve() if out.is_symlink() and out.resolve().is_dir() else None
+    versions_dir.mkdir(parents=True, exist_ok=True)
+    stage = versions_dir / f".staging-{resume_key}"
+    stage.mkdir(exist_ok=True)
+    yield stage, previous
+    for hidden in stage.glob(".*"):
+        shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
+    now = time.time_ns()
+    version = versions_dir / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now // 10**9))}.{now % 10**9:09d}-{resume_key}"
+    os.replace(stage, version)
+    link = out.parent / f".{out.name}.link-{secrets.token_hex(4)}"
+    os.symlink(os.path.relpath(version, out.parent), link)
+    os.replace(link, out)  # rename(2) over the old link: the atomic swap
+    older = sorted(p for p in versions_dir.iterdir() if not p.name.startswith(".") and p != version)
+    for old in older[: max(len(older) - (keep - 1), 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def link_tree(source: Path | str, destination: Path | str) -> None:
+    """Copy a file or directory tree by hard links (no data copied; falls back to copying across devices)."""
+    source, destination = Path(source), Path(destination)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if source.is_dir():
+        shutil.copytree(source, destination, copy_function=link)
+    else:
+        link(str(source), str(destination))
 
 
 def ensure_replaceable(out: Path | str, command: str) -> None:
@@ -112,6 +177,13 @@ def sha256_file(path: Path | str, block_size: int = 1 << 20) -> str:
 def checksums(paths: Iterable[Path | str]) -> dict[str, str]:
     """``{path: "sha256:<hex>"}`` for each file."""
     return {str(p): f"sha256:{sha256_file(p)}" for p in paths}
+
+
+def config_digest(config: Mapping[str, Any], file_checksums: Mapping[str, str]) -> str:
+    """A short key for "the same job on the same inputs": resolved config plus input checksums."""
+    payload = json.dumps({"config": config, "inputs": dict(sorted(file_checksums.items()))}, sort_keys=True,
+                         default=_json_default)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def combined_digest(file_checksums: Mapping[str, str]) -> str:

@@ -9,10 +9,15 @@ It reads back two ways: ``xr.open_zarr(path)`` with ``.rio.crs`` / ``.rio.transf
 (``spatial_ref`` comes back as a coordinate), and GDAL (``ZARR:"path":/mask``), which takes
 the CRS from the ``_CRS`` attribute and the geotransform from the regular x/y arrays.
 Zarr format 2 by default: GDAL up to 3.10 (and so rasterio's wheels) cannot read v3.
+
+Completion: after a tile's chunks are written, an empty record file named after the tile
+is created in the target's ``done_dir`` (beside the store, not in it); a re-run of the same
+job skips the recorded tiles, which is what makes a killed run resumable.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,18 @@ class ZarrTarget:
     threshold: float
     binary: bool
     zarr_format: int = 2
+    done_dir: str | None = None  # tile completion records (resume), outside the store so readers never see them
+
+    def mark_done(self, index: tuple[int, int]) -> None:
+        """Record tile ``index`` as written (after its chunks are), so a re-run skips it."""
+        if self.done_dir is not None:
+            Path(self.done_dir, f"{index[0]}-{index[1]}").touch()
+
+    def done_tiles(self) -> set[tuple[int, int]]:
+        """Indices of the tiles recorded as written."""
+        if self.done_dir is None or not Path(self.done_dir).is_dir():
+            return set()
+        return {tuple(int(n) for n in name.split("-")) for name in os.listdir(self.done_dir)}  # type: ignore[misc]
 
     def write(self, core: Window, probabilities: np.ndarray, valid: np.ndarray) -> None:
         """Write one tile: ``probabilities`` (rows, cols, channels) float32, ``valid`` (rows, cols)."""
@@ -64,13 +81,22 @@ def encoded_probabilities(probabilities: np.ndarray, valid: np.ndarray, binary: 
 
 
 def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str, ...], threshold: float,
-                 float_output: bool = False, zarr_format: int = 2) -> ZarrTarget:
-    """Create the store's metadata and coordinates for a scene (an xarray (band, y, x) with CRS)."""
+                 float_output: bool = False, zarr_format: int = 2, done_dir: Path | None = None) -> ZarrTarget:
+    """Create the store's metadata and coordinates for a scene (an xarray (band, y, x) with CRS).
+
+    With ``done_dir``, tiles record their completion there; when the store and records
+    already exist (a resumed run), the store is kept as it is.
+    """
+    binary = len(class_names) == 2
+    if done_dir is not None:
+        Path(done_dir).mkdir(parents=True, exist_ok=True)
+        target = ZarrTarget(str(path), float_output, threshold, binary, zarr_format, str(done_dir))
+        if target.done_tiles() and Path(path).exists():
+            return target
     import dask.array as da
     import xarray as xr
 
     rows, cols = scene_data.sizes["y"], scene_data.sizes["x"]
-    binary = len(class_names) == 2
     names = [class_names[1]] if binary else list(class_names)
     probability_dtype, probability_fill = (np.float32, np.nan) if float_output else (np.uint8, PROBABILITY_NODATA_UINT8)
     dataset = xr.Dataset(
@@ -97,4 +123,4 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
     dataset["probabilities"].encoding.update({**link, "_FillValue": probability_fill,
                                               "chunks": (len(names), tile, tile)})
     dataset.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, consolidated=zarr_format == 2)
-    return ZarrTarget(str(path), float_output, threshold, binary, zarr_format)
+    return ZarrTarget(str(path), float_output, threshold, binary, zarr_format, None if done_dir is None else str(done_dir))
