@@ -164,7 +164,11 @@ def validate(job: str | Path) -> AnyJob:
     produced: list[Path] = []  # a pipeline step may read what an earlier step writes
     for number, step in enumerate(steps):
         prefix = f"steps[{number}]." if isinstance(spec, PipelineJob) else ""
-        for key, path in _input_paths(step):
+        try:
+            inputs = _input_paths(step)
+        except MissingInputError as exc:
+            raise MissingInputError(f"{job}: {prefix}{exc}") from None
+        for key, path in inputs:
             made_earlier = any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in produced)
             if not made_earlier and not Path(path).exists():
                 raise MissingInputError(f"{job}: {prefix}{key}: {path} does not exist")

@@ -233,13 +233,18 @@ class PipelineJob(Spec):
 
     @model_validator(mode="after")
     def _outputs_apart(self) -> PipelineJob:
-        outs = [(f"steps[{n}]", Path(step.out).resolve()) for n, step in enumerate(self.steps)]
-        outs.append(("out", Path(self.out).resolve()))
+        """Steps write to their own directories (steps may live inside the pipeline's out, not in each other)."""
+        outs = [(f"steps[{n}].out", Path(step.out).resolve()) for n, step in enumerate(self.steps)]
         for i, (name_a, a) in enumerate(outs):
             for name_b, b in outs[i + 1:]:
-                if a == b or (a in b.parents and name_b != "out") or (b in a.parents and name_a != "out"):
-                    raise ValueError(f"{name_a}.out ({a}) and {name_b}.out ({b}) overlap; give each step its own "
+                if a == b or a in b.parents or b in a.parents:
+                    raise ValueError(f"{name_a} ({a}) and {name_b} ({b}) overlap; give each step its own "
                                      "output directory")
+        history = Path(self.out).resolve()
+        for name, step_out in outs:
+            if history == step_out or step_out in history.parents:
+                raise ValueError(f"out ({history}) is inside {name} ({step_out}); keep the run history apart from "
+                                 "what steps publish")
         return self
 
 

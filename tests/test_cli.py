@@ -30,6 +30,15 @@ def test_validate_reports_unknown_key_with_suggestion(tmp_path, capsys):
     ("kind: train\nout: x\ndata: {path: .}\nmodel: {depth: 3, input_size: 100}\n", "not a multiple of 2**depth = 8"),
     ("kind: train\nout: x\ndata: {path: /no/such/dir}\n", "data.path: /no/such/dir does not exist"),
     ("kind: [\n", "not valid YAML"),
+    ("kind: predict\nscenes: [/no/such/scene.tif]\nmodel: /etc/hostname\nout: p\n", "scenes: /no/such/scene.tif does not exist"),
+    ("kind: predict\nscenes: ['/no/such/dir/*.tif']\nmodel: /etc/hostname\nout: p\n", "matches no files"),
+    ("kind: pipeline\nout: h\nsteps:\n  - {kind: predict, scenes: [a.tif], modle: m, out: p}\n",
+     "steps[0].modle: unknown key; did you mean model?"),
+    ("kind: pipeline\nout: h\nsteps:\n  - {kind: predict, scenes: [a.tif], model: m, out: p, tile: big}\n",
+     "steps[0].tile: Input should be a valid integer"),
+    ("kind: pipeline\nout: h\nsteps:\n  - {kind: predict, scenes: [a.tif], model: m, out: p}\n"
+     "  - {kind: mosaic, predictions: [p], out: p/mosaic}\n", "overlap; give each step its own output directory"),
+    ("kind: mosaic\npredictions: [p]\nout: m\nmerge: median\n", "merge: Input should be 'max', 'first' or 'mean'"),
 ])
 def test_validate_bad_jobs(tmp_path, capsys, body, needle):
     job = tmp_path / "job.yaml"
@@ -39,13 +48,31 @@ def test_validate_bad_jobs(tmp_path, capsys, body, needle):
     assert needle in line and str(job) in line
 
 
+def test_unreachable_scheduler_is_one_line_after_a_bounded_wait(tmp_path, capsys):
+    import time
+
+    from tests.infer.conftest import make_bundle, write_scene
+
+    job = tmp_path / "job.yaml"
+    scene, bundle = write_scene(tmp_path / "s.tif", (64, 64)), make_bundle(tmp_path / "m.keras")
+    job.write_text(f"kind: predict\nscenes: [{scene}]\nmodel: {bundle}\nout: {tmp_path / 'p'}\n"
+                   "cluster: {scheduler: 'tcp://127.0.0.1:9', timeout_s: 2}\n")
+    started = time.monotonic()
+    assert main(["submit", str(job)]) == 2
+    line = _last_err(capsys)
+    assert time.monotonic() - started < 30
+    assert "tcp://127.0.0.1:9" in line and line.startswith("geoseg-batch: error:")
+    assert not list(tmp_path.glob("*p*")), "nothing is left where results are published, not even staging"
+
+
 def test_every_shipped_job_parses():
     from pathlib import Path
 
     jobs = sorted(Path(__file__).parents[1].joinpath("jobs").glob("*.yaml"))
-    assert {j.name for j in jobs} >= {"demo.yaml", "train_landslide4sense.yaml", "predict_scene.yaml"}
+    assert {j.name for j in jobs} >= {"demo.yaml", "train_landslide4sense.yaml", "predict_scene.yaml", "mosaic.yaml",
+                                      "nightly_mosaic.yaml"}
     for path in jobs:
-        assert load_job(path).kind in {"train", "evaluate", "predict", "demo"}
+        assert load_job(path).kind in {"train", "evaluate", "predict", "mosaic", "pipeline", "demo"}
 
 
 def test_cli_options_and_yaml_make_the_same_job(tmp_path, shards_dir):

@@ -65,8 +65,9 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
 
     ``out`` must not exist (or be empty) unless ``overwrite`` is set. Without ``resume_key``
     a failed run's staging directory is removed and ``out`` is left as it was. With it, the
-    staging directory is named after the key and kept on failure, so a re-run of the same
-    job (same key) finds what the failed one finished; entries starting with ``.`` in it
+    staging directory is named after the key and, when it holds completion records (files
+    under ``.done/``), kept on failure, so a re-run of the same job (same key) finds what
+    the failed one finished; entries starting with ``.`` in it
     (such as completion records) are dropped when it is published.
     """
     out = Path(out)
@@ -88,8 +89,13 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
         os.replace(stage, out)
         published = True
     finally:
-        if not published and resume_key is None and stage.exists():
+        if not published and stage.exists() and (resume_key is None or not _has_records(stage)):
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _has_records(stage: Path) -> bool:
+    """Whether a failed run left completion records worth resuming from (files under ``.done``)."""
+    return any(p.is_file() for p in (stage / ".done").rglob("*"))
 
 
 @contextlib.contextmanager
