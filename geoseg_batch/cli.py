@@ -191,6 +191,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if result.outputs[0]["predictions"]:
             scores = ", ".join(f"{k} F1 {v:.3f}" for k, v in result.summary["scene_f1"].items())
             print(f"predictions: {result.outputs[0]['predictions']} ({scores})")
+            print(f"mosaic: {result.outputs[0]['mosaic']}")
         print(f"manifest: {result.manifest}")
     elif command == "synth":
         result = api.synth(args.out, chips=args.chips, bands=args.bands, size=args.size, scenes=args.scenes,

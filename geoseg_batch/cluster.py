@@ -3,18 +3,35 @@
 :func:`connect` is a context manager yielding a ``distributed.Client``; the cluster it
 started (if any) is closed on exit. An unreachable scheduler is a
 :class:`ClusterUnreachableError` after ``timeout_s``, never a hang.
+
+At start, :func:`connect` logs the dashboard link and the Prometheus ``/metrics`` URL
+(INFO on the ``geoseg_batch.cluster`` logger: the CLI shows it on stderr unless
+``--quiet``). The embedded cluster's dashboard listens on 127.0.0.1 only (a free port),
+unless the job's ``cluster.dashboard_address`` says otherwise; a dashboard reachable
+beyond this machine is a WARNING (shown even with ``--quiet``), because Dask's
+dashboard has no login. :func:`dashboard_url` and :func:`metrics_url` give both links
+for any client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import ipaddress
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from geoseg_batch.config import ClusterSpec
 from geoseg_batch.errors import GeosegError
 from geoseg_batch.runtime import available_cores
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
+"""The embedded cluster's dashboard: loopback only, on a free port (runs side by side never collide)."""
 
 
 class ClusterUnreachableError(GeosegError, ConnectionError):
@@ -25,7 +42,11 @@ class ClusterUnreachableError(GeosegError, ConnectionError):
 
 @contextlib.contextmanager
 def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
-    """A Client on ``spec.scheduler``, or on a LocalCluster of ``spec.workers`` processes (default: one per core)."""
+    """A Client on ``spec.scheduler``, or on a LocalCluster of ``spec.workers`` processes (default: one per core).
+
+    Logs the dashboard and metrics links once connected, and warns when the dashboard is
+    reachable beyond localhost.
+    """
     from distributed import Client, LocalCluster
 
     spec = spec or ClusterSpec()
@@ -38,15 +59,128 @@ def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
                 "check the address and that `dask scheduler` is running, or drop --scheduler to use a local cluster"
             ) from None
         with client:
+            _announce_external(client, spec.scheduler)
             yield client
         return
+    # getattr: ClusterSpec.dashboard_address is optional in the schema (None there means: the default).
+    dashboard_address = getattr(spec, "dashboard_address", None) or DEFAULT_DASHBOARD_ADDRESS
     cluster = LocalCluster(
         n_workers=spec.workers or available_cores(),
         threads_per_worker=spec.threads_per_worker,
         processes=True,
         memory_limit=spec.memory_limit or "auto",
-        dashboard_address=":0",
+        dashboard_address=dashboard_address,
         silence_logs=logging.ERROR,
     )
     with cluster, Client(cluster) as client:
+        _announce_embedded(client, cluster, dashboard_address)
         yield client
+
+
+# --------------------------------------------------------------------------- links
+
+
+def dashboard_url(client: Any) -> str | None:
+    """The dashboard link of the client's scheduler (``http://host:port/status``), or None when it has none."""
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError, TypeError, ValueError, OSError):  # no dashboard service, or no scheduler
+        return None
+    return str(link) if link else None
+
+
+def metrics_url(client: Any) -> str | None:
+    """The scheduler's Prometheus endpoint (``http://host:port/metrics``), served beside the dashboard; or None."""
+    link = dashboard_url(client)
+    if link is None:
+        return None
+    parts = urlsplit(link)
+    path = parts.path
+    # The link template may carry a prefix (e.g. a proxy path): keep it, swap the page.
+    path = path[: -len("status")] + "metrics" if path.endswith("/status") else "/metrics"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP, maybe in brackets) only ever means this machine."""
+    host = host.strip().strip("[]").split("%")[0]
+    if host in ("", "*"):
+        return False  # an empty host means every interface
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+# --------------------------------------------------------------------------- announcements
+
+
+_WHY = ("Dask's dashboard has no login: anyone who can reach that port sees task names, file paths, "
+        "worker addresses and logs, and can scrape /metrics")
+
+
+def _links_line(client: Any) -> str | None:
+    link = dashboard_url(client)
+    if link is None:
+        return None
+    return f"dask dashboard: {link} (Prometheus metrics: {metrics_url(client)})"
+
+
+def _bound_hosts(cluster: Any) -> list[str] | None:
+    """Hosts the embedded scheduler's HTTP server is bound to (None when that cannot be read)."""
+    try:
+        from distributed.comm import get_tcp_server_addresses
+
+        return [str(address[0]) for address in get_tcp_server_addresses(cluster.scheduler.http_server)]
+    except Exception:  # internal API; fall back to the configured address
+        return None
+
+
+def _exposed_hosts(bound: list[str] | None, dashboard_address: str) -> list[str]:
+    """Non-loopback hosts the dashboard listens on: the bound ones, else those ``dashboard_address`` asks for."""
+    if bound is None:
+        host = dashboard_address.rpartition(":")[0] if ":" in dashboard_address else dashboard_address
+        bound = ["0.0.0.0" if host in ("", "*") else host]  # an empty host is every interface (as Dask does)
+    return sorted({host or "0.0.0.0" for host in bound if not is_loopback(host)})
+
+
+def _announce_embedded(client: Any, cluster: Any, dashboard_address: str) -> None:
+    line = _links_line(client)
+    if line is None:
+        log.info("dask dashboard: none (the scheduler serves no HTTP endpoint)")
+        return
+    missing = [name for name, module in (("bokeh", "bokeh"), ("prometheus-client", "prometheus_client"))
+               if importlib.util.find_spec(module) is None]
+    log.info("%s%s", line, f" [install {' and '.join(missing)} for the full pages]" if missing else "")
+    exposed = _exposed_hosts(_bound_hosts(cluster), dashboard_address)
+    if exposed:
+        port = urlsplit(dashboard_url(client) or "").port
+        log.warning(
+            "warning: the Dask dashboard listens on %s (dashboard_address %r), beyond this machine; %s. "
+            "To keep it local, set cluster.dashboard_address to %r (the default) in the job and reach it "
+            "remotely through an SSH tunnel (ssh -L %s:127.0.0.1:%s HOST).",
+            ", ".join(exposed), dashboard_address, _WHY, DEFAULT_DASHBOARD_ADDRESS, port or "PORT", port or "PORT",
+        )
+
+
+def _announce_external(client: Any, scheduler: str) -> None:
+    line = _links_line(client)
+    if line is None:
+        log.info("dask dashboard: none (scheduler %s serves no dashboard)", scheduler)
+        return
+    log.info("%s", line)
+    host = urlsplit(dashboard_url(client) or "").hostname or ""
+    if not is_loopback(host):
+        log.warning(
+            "warning: scheduler %s serves its Dask dashboard on %s, beyond this machine; %s. "
+            "To keep it private, start the scheduler with `dask scheduler --dashboard-address 127.0.0.1:8787` "
+            "and reach it through an SSH tunnel (ssh -L 8787:127.0.0.1:8787 %s).",
+            scheduler, host, _WHY, host,
+        )

@@ -1,4 +1,4 @@
-"""Quicklook PNGs for training and evaluation runs.
+"""Quicklook PNGs for training, evaluation and prediction runs; the HTML run report.
 
 Each ``plot_*`` function draws one figure with matplotlib's object API on an explicit
 Agg canvas (no pyplot, no global state), writes it atomically (a temporary file in the
@@ -11,23 +11,30 @@ directories are created; an existing PNG at that path is replaced.
 - :func:`plot_samples`: image / truth / prediction (/ probability) grid, one row per sample.
 - :func:`rgb_composite` (and :func:`rgb_band_indices`): a displayable RGB from a
   multi-band chip.
+- :func:`quicklook_png`: a scene (RGB composite), probabilities (0-1 colour map) or class
+  mask of a raster file, read decimated (``out_shape``, so COG overviews serve it): never
+  at full resolution. :func:`prediction_quicklooks` makes all three for a predict output.
+- :func:`write_run_report`: one self-contained HTML page per run (summary, metrics,
+  quicklooks embedded as data URIs, resolved config), written atomically.
 
 Inputs are validated at the edge: wrong shapes raise :class:`~geoseg_batch.errors.InputError`
 (a ``ValueError``) saying what was received and what was expected.
-
-The HTML run report, which will embed these PNGs, belongs at the end of this module
-(see the section marker there).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import datetime as _dt
+import html
+import json
 import math
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib import colormaps
@@ -44,8 +51,11 @@ __all__ = [
     "plot_pr_curve",
     "plot_samples",
     "plot_training_curves",
+    "prediction_quicklooks",
+    "quicklook_png",
     "rgb_band_indices",
     "rgb_composite",
+    "write_run_report",
 ]
 
 DPI = 110
@@ -595,7 +605,316 @@ def plot_samples(
     return _save_png_atomic(fig, out_png)
 
 
+# --------------------------------------------------------------------------- raster quicklooks
+
+QuicklookKind = Literal["scene", "probabilities", "mask"]
+_QUICKLOOK_KINDS = ("scene", "probabilities", "mask")
+_NODATA_BACKGROUND = "#d9d9d9"  # light grey shows through transparent (nodata) pixels
+
+
+def _decimated_shape(rows: int, cols: int, max_side: int) -> tuple[int, int]:
+    """(rows, cols) scaled so the longer side is at most ``max_side`` (never enlarged)."""
+    scale = max(rows, cols) / max_side
+    if scale <= 1.0:
+        return rows, cols
+    return max(1, round(rows / scale)), max(1, round(cols / scale))
+
+
+def _open_raster(raster: Path):
+    """rasterio dataset of ``raster``, with the input errors said plainly."""
+    import rasterio
+
+    if raster.is_dir():
+        raise InputError(
+            f"quicklook {raster}: received a directory (a zarr store?), expected a raster file; "
+            "pass the COG written beside it (<scene>_mask.tif or <scene>_probabilities.tif)"
+        )
+    if not raster.exists():
+        raise MissingInputError(f"quicklook {raster}: file not found")
+    try:
+        return rasterio.open(raster)
+    except rasterio.errors.RasterioIOError as exc:
+        raise DataError(f"quicklook {raster}: not a raster GDAL can read ({exc})") from exc
+
+
+def _read_decimated(src, indexes: list[int], shape: tuple[int, int], resampling) -> np.ndarray:
+    """Bands ``indexes`` (1-based) at ``shape`` as float64 (bands, rows, cols), NaN where nodata/masked.
+
+    ``out_shape`` makes GDAL read from the best overview (COGs have them) instead of the
+    full-resolution image; the full-resolution array never exists here.
+    """
+    data = src.read(indexes, out_shape=(len(indexes), *shape), resampling=resampling, masked=True)
+    return np.ma.filled(data.astype(np.float64), np.nan)
+
+
+def _quicklook_figure(shape: tuple[int, int], side_panel: bool) -> tuple[Figure, Any]:
+    """A figure whose axes show ``shape`` pixels at about one screen pixel each."""
+    rows, cols = shape
+    width = max(cols / DPI, 3.2) + (1.3 if side_panel else 0.2)
+    height = max(rows / DPI, 2.0) + 0.7
+    fig = _new_figure(width, height)
+    ax = fig.subplots()
+    ax.set_facecolor(_NODATA_BACKGROUND)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig, ax
+
+
+def _scene_quicklook(src, shape: tuple[int, int], ax) -> str:
+    from rasterio.enums import Resampling
+
+    names = [d or f"band {i + 1}" for i, d in enumerate(src.descriptions)]
+    picked = rgb_band_indices(names)
+    unique = sorted(set(picked))
+    bands = _read_decimated(src, [i + 1 for i in unique], shape, Resampling.average)
+    stack = np.stack([bands[unique.index(i)] for i in picked], axis=-1)  # (rows, cols, 3) red, green, blue
+    rgb = rgb_composite(stack, ("red", "green", "blue"))
+    alpha = np.any(np.isfinite(stack), axis=-1).astype(np.float32)  # nodata in every band: transparent
+    ax.imshow(np.concatenate([rgb, alpha[..., None]], axis=-1))
+    shown = ",".join(dict.fromkeys(names[i] for i in picked))
+    return f"RGB = {shown}, 2-98% stretch"
+
+
+def _probabilities_quicklook(src, shape: tuple[int, int], fig: Figure, ax) -> str:
+    from rasterio.enums import Resampling
+
+    from geoseg_batch.io.zarr_store import PROBABILITY_SCALE
+
+    values = _read_decimated(src, list(range(1, src.count + 1)), shape, Resampling.average)
+    if np.issubdtype(np.dtype(src.dtypes[0]), np.integer):  # uint8 0..250 encoding (255 nodata, masked above)
+        values = np.clip(values / PROBABILITY_SCALE, 0.0, 1.0)
+    if values.shape[0] > 1:
+        with np.errstate(all="ignore"):
+            shown = np.where(np.isfinite(values).any(axis=0), np.nanmax(np.nan_to_num(values, nan=-np.inf), axis=0),
+                             np.nan)
+        label = "max class probability"
+    else:
+        shown, label = values[0], "probability"
+    cmap = colormaps["magma"].with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    return label
+
+
+def _mask_quicklook(src, shape: tuple[int, int], fig: Figure, ax) -> str:
+    from rasterio.enums import Resampling
+
+    classes = _read_decimated(src, [1], shape, Resampling.nearest)[0]
+    finite = np.isfinite(classes)
+    top = int(classes[finite].max()) if finite.any() else 1
+    num_classes = max(2, top + 1)
+    cmap, norm = _class_colours(num_classes)
+    cmap = cmap.with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
+    ax.imshow(np.ma.masked_invalid(classes), cmap=cmap, norm=norm, interpolation="nearest")
+    handles = [Patch(facecolor=cmap(i), edgecolor="black", label=f"class {i}") for i in range(num_classes)]
+    handles.append(Patch(facecolor=_NODATA_BACKGROUND, edgecolor="black", label="nodata"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return f"{num_classes} classes"
+
+
+def quicklook_png(raster: Path, out_png: Path, kind: QuicklookKind, max_side: int = 768) -> Path:
+    """A PNG of ``raster`` with its longer side at most ``max_side`` pixels; returns ``out_png``.
+
+    The raster (any file rasterio opens: GeoTIFF, COG) is read decimated with
+    ``out_shape=``, which GDAL serves from overviews when present: never at full resolution.
+
+    - ``"scene"``: RGB composite of three bands (chosen by :func:`rgb_band_indices` from the
+      band descriptions) with the 2-98 percentile stretch of :func:`rgb_composite`.
+    - ``"probabilities"``: a 0..1 colour map (uint8 values are the 0..250 encoding; with
+      several bands, the highest class probability).
+    - ``"mask"``: discrete class colours, as in :func:`plot_samples`.
+
+    Nodata (the file's nodata value or mask, and NaN) is transparent over light grey.
+    A zarr store is refused: pass the COG written beside it.
+    """
+    raster = Path(raster)
+    if kind not in _QUICKLOOK_KINDS:
+        raise InputError(f"quicklook kind: received {kind!r}, expected one of {', '.join(_QUICKLOOK_KINDS)}")
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 16:
+        raise InputError(f"max_side: received {max_side!r}, expected an integer >= 16")
+    with _open_raster(raster) as src:
+        shape = _decimated_shape(src.height, src.width, int(max_side))
+        fig, ax = _quicklook_figure(shape, side_panel=kind != "scene")
+        if kind == "scene":
+            detail = _scene_quicklook(src, shape, ax)
+        elif kind == "probabilities":
+            detail = _probabilities_quicklook(src, shape, fig, ax)
+        else:
+            detail = _mask_quicklook(src, shape, fig, ax)
+        size = f"{src.width}x{src.height} px" + (f", shown at {shape[1]}x{shape[0]}" if shape != src.shape else "")
+    ax.set_title(f"{raster.name}: {kind}\n{detail}\n{size}", fontsize=8)
+    return _save_png_atomic(fig, out_png)
+
+
+def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: int = 768,
+                          name: str | None = None) -> list[tuple[str, Path]]:
+    """Quicklooks of one predict (or mosaic) output entry (keys ``scene``, ``mask_cog``, ``probability_cog``).
+
+    Writes ``<name>_scene.png``, ``<name>_probabilities.png``, ``<name>_mask.png`` in
+    ``out_dir`` for the keys present (and not None); ``name`` defaults to the scene's file
+    stem. Returns ``(caption, png)`` pairs ready for :func:`write_run_report`.
+    """
+    out_dir = Path(out_dir)
+    stem = name or Path(str(output["scene"])).stem
+    made: list[tuple[str, Path]] = []
+    for key, kind in (("scene", "scene"), ("probability_cog", "probabilities"), ("mask_cog", "mask")):
+        source = output.get(key)
+        if source:
+            png = quicklook_png(Path(source), out_dir / f"{stem}_{kind}.png", kind, max_side)  # type: ignore[arg-type]
+            made.append((f"{stem}: {kind} ({Path(source).name})", png))
+    return made
+
+
 # --------------------------------------------------------------------------- HTML run report
-#
-# The HTML run report (a later issue) goes here: one page per run that embeds the PNGs
-# written by the functions above alongside the run's metrics and configuration.
+
+_REPORT_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 72em;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.6em;
+     border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.meta { color: #666; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { text-align: left; padding: 0.25em 0.8em; border-bottom: 1px solid #eee; vertical-align: top; }
+th { font-weight: 600; color: #444; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.nested th, table.nested td { border: none; padding: 0.05em 0.6em 0.05em 0; font-size: 0.95em; }
+.images { display: flex; flex-wrap: wrap; gap: 1.2em; }
+figure { margin: 0; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
+pre { background: #f6f8fa; padding: 0.8em 1em; overflow-x: auto; font-size: 0.9em; border-radius: 4px; }
+"""
+
+_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready data (paths and other objects as strings, numpy scalars as numbers)."""
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "item") and not isinstance(obj, (list, tuple, dict)):
+            try:
+                return obj.item()
+            except (TypeError, ValueError):
+                pass
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        return str(obj)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _format_number(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if abs(value) >= 1e4:
+        return f"{value:,.1f}"
+    return f"{value:.4g}"
+
+
+def _cell(key: str, value: Any) -> tuple[str, bool]:
+    """HTML for one value (escaped) and whether it is a number (right-aligned)."""
+    if value is None:
+        return "—", False
+    if isinstance(value, bool):
+        return ("true" if value else "false"), False
+    if isinstance(value, (int, float)):
+        text = _format_number(float(value)) if isinstance(value, float) else f"{value:,}"
+        if key.endswith("_bytes") and isinstance(value, (int, float)):
+            from geoseg_batch.monitor import format_bytes
+
+            text = f"{format_bytes(value)} ({text} B)"
+        return html.escape(text), True
+    if isinstance(value, Mapping):
+        return _table(value, css="nested"), False
+    if isinstance(value, (list, tuple)):
+        if all(v is None or isinstance(v, (str, int, float, bool)) for v in value) and len(value) <= 12:
+            return html.escape(", ".join(str(v) for v in value)) or "—", False
+        return f"<pre>{html.escape(json.dumps(value, indent=2))}</pre>", False
+    return html.escape(str(value)), False
+
+
+def _table(rows: Mapping[str, Any], css: str = "") -> str:
+    if not rows:
+        return '<p class="meta">none</p>'
+    lines = [f'<table class="{css}">' if css else "<table>"]
+    for key, value in rows.items():
+        cell, numeric = _cell(str(key), value)
+        td = '<td class="num">' if numeric else "<td>"
+        lines.append(f"<tr><th>{html.escape(str(key))}</th>{td}{cell}</td></tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _data_uri(path: Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"report image {path}: file not found")
+    payload = path.read_bytes()
+    for signature, mime in _IMAGE_TYPES:
+        if payload.startswith(signature):
+            return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+    raise InputError(f"report image {path}: received a file that is not PNG or JPEG, expected a PNG")
+
+
+def _config_text(config: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(_plain(dict(config)), sort_keys=False, default_flow_style=False, allow_unicode=True,
+                          width=100)
+
+
+def write_run_report(path: Path, title: str, summary: Mapping[str, Any], config: Mapping[str, Any],
+                     images: Sequence[tuple[str, Path]], metrics: Mapping[str, Any] | None = None) -> Path:
+    """One self-contained HTML page for a run; returns ``path``.
+
+    Sections: summary table, metrics table (when given), images (``(caption, png)`` pairs,
+    embedded as base64 data URIs), and the resolved config as YAML. No external CSS,
+    JavaScript or image references: the file can be mailed or archived alone. Nested
+    mappings become nested tables; ``*_bytes`` values are shown in binary units too.
+    Written atomically (temp name beside ``path``, then rename); parents are created.
+
+    Raises MissingInputError for an image that does not exist, InputError for one that is
+    not a PNG or JPEG (before anything is written).
+    """
+    from geoseg_batch import __version__
+    from geoseg_batch.io.publish import atomic_path
+
+    path = Path(path)
+    figures = []
+    for caption, image in images:  # read every image first: a bad one leaves nothing written
+        figures.append(
+            f'<figure><img src="{_data_uri(Path(image))}" alt="{html.escape(str(caption), quote=True)}">'
+            f"<figcaption>{html.escape(str(caption))}</figcaption></figure>"
+        )
+    plain_summary = _plain(dict(summary))
+    plain_metrics = _plain(dict(metrics)) if metrics else None
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_REPORT_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">generated {generated} by geoseg_batch {html.escape(__version__)}</p>',
+        '<h2 id="summary">Summary</h2>',
+        _table(plain_summary),
+    ]
+    if plain_metrics:
+        parts += ['<h2 id="metrics">Metrics</h2>', _table(plain_metrics)]
+    if figures:
+        parts += ['<h2 id="quicklooks">Quicklooks</h2>', '<div class="images">', *figures, "</div>"]
+    parts += [
+        '<h2 id="config">Configuration</h2>',
+        f'<pre class="config">{html.escape(_config_text(config))}</pre>',
+        "</body>",
+        "</html>",
+    ]
+    with atomic_path(path, ".html") as tmp:
+        tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path

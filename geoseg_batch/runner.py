@@ -7,10 +7,10 @@ YAML job all end up in :func:`run_job`, and every result carries the path of the
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -105,11 +105,13 @@ def run_evaluate(job: EvaluateJob, client: Any | None = None) -> JobResult:
 
 
 def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
-    """Synthetic chips -> shards (on Dask) -> train -> evaluate -> predict the synthetic scenes (on Dask)."""
+    """Synthetic chips -> shards (on Dask) -> train -> evaluate -> predict the synthetic scenes (on Dask)
+    -> mosaic them onto one grid -> one HTML report of it all."""
     from geoseg_batch.cluster import connect
     from geoseg_batch.config import DataSpec
     from geoseg_batch.data.pack import pack_shards
     from geoseg_batch.data.synthetic import synth
+    from geoseg_batch.report import prediction_quicklooks, write_run_report
 
     started = time.perf_counter()
     out = Path(job.out)
@@ -123,18 +125,28 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
                                    model=job.model, train=job.train))
         bundle = Path(train.outputs[0]["bundle"])
         evaluation = run_evaluate(EvaluateJob(model=bundle, data=packed.out, out=out / "evaluate", split="test"))
-        scene_scores = {}
+        scene_scores, images, mosaicked = {}, [], None
         if data.scenes:
             log.info("demo: predicting %d georeferenced scenes tile by tile", len(data.scenes))
             predicted = run_predict(PredictJob(scenes=list(data.scenes), model=bundle, out=out / "predict",
                                                tile=job.tile, overwrite=True), active)
             scene_scores = {Path(o["scene"]).name: scene_f1(Path(o["mask_cog"]), truth)
                             for o, truth in zip(predicted.outputs, data.truths)}
+            log.info("demo: mosaicking the scenes' predictions (two CRSs) onto one grid")
+            mosaicked = run_mosaic(MosaicJob(predictions=[out / "predict"], out=out / "mosaic", overwrite=True),
+                                   active)
+            images = [image for entry in predicted.outputs
+                      for image in prediction_quicklooks(entry, out / "report")]
+            images += prediction_quicklooks(mosaicked.outputs[0], out / "report", name="mosaic")
     outputs = [{"bundle": str(bundle), "metrics": str(evaluation.outputs[0]["metrics"]),
-                "report": str(evaluation.out), "shards": str(packed.out),
-                "scenes": [str(s) for s in data.scenes], "predictions": str(out / "predict") if data.scenes else None}]
+                "report": str(out / "report.html"), "evaluation": str(evaluation.out), "shards": str(packed.out),
+                "scenes": [str(s) for s in data.scenes], "predictions": str(out / "predict") if data.scenes else None,
+                "mosaic": None if mosaicked is None else mosaicked.outputs[0]["mask_cog"]}]
     summary = {"wall_s": round(time.perf_counter() - started, 3), "chips": job.chips,
                **{f"test_{k}": v for k, v in evaluation.summary.items()}, "scene_f1": scene_scores}
+    images += [(f"evaluation: {Path(p).stem.replace('_', ' ')}", Path(p)) for p in sorted(evaluation.out.glob("*.png"))]
+    write_run_report(out / "report.html", "geoseg_batch demo", summary, resolved(job), images,
+                     metrics=evaluation.summary)
     manifest = write_manifest(out, command="demo", outputs=outputs, summary=summary, config=resolved(job),
                               inputs={})
     return JobResult("demo", out, manifest, outputs, summary)
@@ -169,7 +181,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.geo.scene import open_scene, scene_paths
     from geoseg_batch.io.publish import config_digest, link_tree
     from geoseg_batch.model.bundle import read_metadata
-    from geoseg_batch.monitor import PeakMemory
+    from geoseg_batch.monitor import PeakMemory, RunSummary
+    from geoseg_batch.report import prediction_quicklooks, write_run_report
 
     started = time.perf_counter()
     metadata = read_metadata(job.model)
@@ -211,12 +224,20 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                                         for stem, path in zip(stems, paths)})
         summary["wall_s"] = round(time.perf_counter() - started, 3)
         summary["mpx_per_s"] = round(summary["megapixels"] / summary["wall_s"], 4)
+        log.info("%s", RunSummary.of(len(todo), summary["tiles_total"], summary["tiles_computed"],
+                                     summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
+                                     tiles_skipped=summary["tiles_skipped"]).format())
+        images = [image for path, stem in list(zip(paths, stems))[:REPORT_SCENES] if job.cog
+                  for image in prediction_quicklooks(_scene_entry(path, stage, stem, job.cog), stage / "report")]
+        summary["report"] = str(out / "report.html")
+        write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
         manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
                                   inputs={**model_checksum, **scene_checksums})
     return JobResult("predict", out, out / manifest.name, outputs, summary)
 
 
 STATE_NAME = "state.json"  # per output: what each scene's outputs were made from (incremental runs)
+REPORT_SCENES = 8  # scenes shown in a run report (a nightly run may hold hundreds)
 
 
 @contextlib.contextmanager
@@ -260,6 +281,7 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
     from geoseg_batch.io.cog import write_cog
     from geoseg_batch.io.publish import sha256_file
     from geoseg_batch.io.zarr_store import create_store
+    from geoseg_batch.monitor import TileProgress
 
     megapixels = sum(g.shape[0] * g.shape[1] for g in grids) / 1e6
     tiles_total = sum(len(g.tiles()) for g in grids)
@@ -283,7 +305,9 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
         log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(scenes),
                  tiles_total, resumed, job.stitch, job.tile, grids[0].halo, active.dashboard_link)
         tiles_started = time.perf_counter()
-        records = run_graph(graphs, active)
+        todo = tiles_total - resumed
+        with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
+            records = run_graph(graphs, active, progress)
         cogs_started = time.perf_counter()
         cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif", job.tile,
                               pure=False) for stem in stems for variable in ("mask", "probabilities")] if job.cog else []
@@ -295,6 +319,7 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
         computed = [r for r in records if r.computed]
         figures.update({
             "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
+            "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
             "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
             "phases": phases,
         })
@@ -351,6 +376,7 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.geo.mosaic import build_mosaic, chunks_touched, mosaic_grid
     from geoseg_batch.io.cog import write_cog
     from geoseg_batch.io.publish import config_digest, link_tree
+    from geoseg_batch.report import prediction_quicklooks, write_run_report
 
     started = time.perf_counter()
     stores = prediction_stores(job.predictions)
@@ -379,7 +405,7 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
                 futures = [run_cog(write_cog, store_path, variable, stage / name, job.chunk)
                            for variable, name in cog_names.items()]
                 [f.result() for f in futures]
-        written = built.chunks_written if isinstance(built.chunks_written, int) else len(built.chunks_written)
+        written = len(built.chunks_written)
         write_json(stage / STATE_NAME, {"grid": _grid_record(grid), "scenes": {
             stem: {"key": keys[stem], "chunks": sorted(footprints[stem])} for stem in stores}})
         output = {"zarr": str(out / MOSAIC_STORE), **{("mask_cog" if v == "mask" else "probability_cog"): str(out / n)
@@ -388,8 +414,13 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
         megapixels = grid.shape[0] * grid.shape[1] / 1e6
         summary = {"scenes": len(stores), "merge": job.merge, "megapixels": round(megapixels, 3),
                    "chunks_total": built.chunks_total, "chunks_written": written,
+                   "chunks_per_worker": built.chunks_per_worker,
                    "incremental": chunks is not None, "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4),
                    "grid": _grid_record(grid)}
+        staged_cogs = {key: str(stage / Path(path).name) for key, path in output.items() if key.endswith("_cog")}
+        images = prediction_quicklooks(staged_cogs, stage / "report", name="mosaic")
+        summary["report"] = str(out / "report.html")
+        write_run_report(stage / "report.html", f"mosaic: {job.name}", summary, resolved(job), images)
         manifest = write_manifest(stage, command="mosaic", outputs=[output], summary=summary, config=resolved(job),
                                   inputs=keys)
     return JobResult("mosaic", out, out / manifest.name, [output], summary)
@@ -446,8 +477,8 @@ def run_pipeline(job: PipelineJob, client: Any | None = None) -> JobResult:
                           "manifest": str(result.manifest), "summary": result.summary})
     summary = {"steps": len(steps), "wall_s": round(time.perf_counter() - started, 3), "started": stamp,
                "step_summaries": [s["summary"] for s in steps]}
-    history = write_json(out / "history" / f"{stamp}-{os.getpid()}.json", {"job": job.name, "steps": steps,
-                                                                           "summary": summary})
+    history = write_json(out / "history" / f"{stamp}-{time.time_ns() % 10**9:09d}.json",
+                         {"job": job.name, "steps": steps, "summary": summary})
     outputs = [{"kind": s["kind"], "out": s["out"], "manifest": s["manifest"]} for s in steps]
     manifest = write_manifest(out, command="pipeline", outputs=outputs, summary={**summary, "history": str(history)},
                               config=resolved(job), inputs={})

@@ -45,3 +45,13 @@ def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: 
         log.warning("TensorFlow already started with threads %s; keeping them (wanted %s)", current, (intra, inter))
         return current
     return intra, inter
+
+
+def worker_address() -> str:
+    """The address of the Dask worker running the current task ("local" outside a distributed worker)."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "local"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -386,3 +387,207 @@ def test_failed_render_leaves_previous_png_and_no_temp_file(out_dir: Path, monke
         report.plot_confusion_matrix(matrix, ["a", "b"], out)
     assert out.read_bytes() == before
     assert [p.name for p in out_dir.iterdir()] == ["cm.png"]
+
+
+# --------------------------------------------------------------------------- raster quicklooks
+
+
+def _write_raster(path: Path, data: np.ndarray, nodata: float | None, names: tuple[str, ...] | None = None,
+                  cog: bool = True) -> Path:
+    """A georeferenced GeoTIFF of (bands, rows, cols) ``data``; as a COG with overviews when ``cog``."""
+    import rasterio
+    import rasterio.shutil
+    from affine import Affine
+
+    bands, rows, cols = data.shape
+    plain = path.with_name(f"plain_{path.name}") if cog else path
+    with rasterio.open(plain, "w", driver="GTiff", height=rows, width=cols, count=bands, dtype=data.dtype.name,
+                       crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 5200000), nodata=nodata,
+                       tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(data)
+        if names:
+            dst.descriptions = names
+    if cog:
+        rasterio.shutil.copy(plain, path, driver="COG", BLOCKSIZE=256, OVERVIEWS="AUTO")
+        plain.unlink()
+        with rasterio.open(path) as src:
+            assert src.overviews(1), "the test COG should have overviews"
+    return path
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A float32 Sentinel-2-named scene with -9999 nodata, and uint8 probability / mask COGs (255 nodata)."""
+    root = tmp_path_factory.mktemp("rasters")
+    rng = np.random.default_rng(0)
+    rows, cols = 1100, 700
+    scene = rng.normal(1200, 300, (4, rows, cols)).astype(np.float32)
+    scene[:, :300, :200] = -9999.0
+    probability = np.clip(rng.random((1, rows, cols)) * 250, 0, 250).astype(np.uint8)
+    probability[:, :300, :200] = 255
+    mask = (probability > 125).astype(np.uint8)
+    mask[:, :300, :200] = 255
+    return {
+        "scene": _write_raster(root / "scene.tif", scene, -9999.0, ("B2", "B3", "B4", "B8")),
+        "probabilities": _write_raster(root / "scene_probabilities.tif", probability, 255),
+        "mask": _write_raster(root / "scene_mask.tif", mask, 255),
+        "plain": _write_raster(root / "plain.tif", scene[:2, :40, :50], -9999.0, cog=False),
+    }
+
+
+@pytest.fixture
+def read_shapes(monkeypatch) -> list[tuple[int, ...]]:
+    """Every ``out_shape`` rasterio is asked to read (None for a full-resolution read)."""
+    import rasterio.io
+
+    shapes: list[tuple[int, ...]] = []
+    original = rasterio.io.DatasetReader.read
+
+    def spy(self, *args, **kwargs):
+        shapes.append(tuple(kwargs["out_shape"]) if kwargs.get("out_shape") is not None else None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    return shapes
+
+
+@pytest.mark.parametrize("kind", ["scene", "probabilities", "mask"])
+def test_quicklook_reads_decimated_and_writes_a_png(kind: str, rasters, read_shapes, out_dir: Path) -> None:
+    out = report.quicklook_png(rasters[kind], out_dir / f"{kind}.png", kind, max_side=256)
+    assert out == out_dir / f"{kind}.png"
+    width, height = assert_png(out, min_size=(200, 200))
+    assert width <= 256 + 300 and height <= 256 + 150  # the image plus title, colour bar or legend
+    assert read_shapes and None not in read_shapes
+    assert all(max(shape[1:]) <= 256 for shape in read_shapes)  # never the 1100 x 700 full resolution
+    expected_bands = {"scene": 3, "probabilities": 1, "mask": 1}[kind]  # B4, B3, B2 only: B8 is not read
+    assert read_shapes == [(expected_bands, 256, 163)]
+
+
+def test_quicklook_nodata_and_scaling_of_the_decimated_read(rasters) -> None:
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.open(rasters["scene"]) as src:
+        bands = report._read_decimated(src, [3, 2, 1], (110, 70), Resampling.average)
+    assert bands.shape == (3, 110, 70)
+    assert np.isnan(bands[:, :25, :15]).all()  # -9999 became NaN (transparent), not a stretched value
+    assert np.isfinite(bands[:, 40:, 30:]).all() and 900 < np.nanmean(bands) < 1500
+    with rasterio.open(rasters["mask"]) as src:
+        classes = report._read_decimated(src, [1], (110, 70), Resampling.nearest)[0]
+    assert set(np.unique(classes[np.isfinite(classes)])) == {0.0, 1.0}
+
+
+def test_quicklook_small_raster_is_not_enlarged(rasters, read_shapes, out_dir: Path) -> None:
+    report.quicklook_png(rasters["plain"], out_dir / "small.png", "scene", max_side=768)  # 2 bands: grey
+    assert read_shapes == [(1, 40, 50)]
+    assert_png(out_dir / "small.png", min_size=(100, 100))
+
+
+def test_quicklook_validation(rasters, tmp_path: Path, out_dir: Path) -> None:
+    from geoseg_batch.errors import DataError, InputError, MissingInputError
+
+    with pytest.raises(InputError, match="expected one of scene, probabilities, mask"):
+        report.quicklook_png(rasters["mask"], out_dir / "x.png", "rgb")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="max_side"):
+        report.quicklook_png(rasters["mask"], out_dir / "x.png", "mask", max_side=4)
+    with pytest.raises(MissingInputError, match="not found"):
+        report.quicklook_png(tmp_path / "missing.tif", out_dir / "x.png", "mask")
+    store = tmp_path / "scene.zarr"
+    store.mkdir()
+    with pytest.raises(InputError, match="pass the COG"):
+        report.quicklook_png(store, out_dir / "x.png", "mask")
+    junk = tmp_path / "junk.tif"
+    junk.write_text("not a raster")
+    with pytest.raises(DataError, match="not a raster"):
+        report.quicklook_png(junk, out_dir / "x.png", "scene")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_prediction_quicklooks_of_a_predict_output(rasters, out_dir: Path) -> None:
+    entry = {"scene": str(rasters["scene"]), "zarr": "ignored.zarr", "mask_cog": str(rasters["mask"]),
+             "probability_cog": str(rasters["probabilities"])}
+    made = report.prediction_quicklooks(entry, out_dir, max_side=128)
+    assert [caption for caption, _ in made] == [
+        "scene: scene (scene.tif)", "scene: probabilities (scene_probabilities.tif)",
+        "scene: mask (scene_mask.tif)"]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(png.name for _, png in made)
+    only_zarr = report.prediction_quicklooks({"scene": str(rasters["scene"]), "mask_cog": None}, out_dir / "z", 128)
+    assert [png.name for _, png in only_zarr] == ["scene_scene.png"]
+
+
+# --------------------------------------------------------------------------- HTML run report
+
+
+def _pngs(directory: Path) -> list[tuple[str, Path]]:
+    first = report.plot_confusion_matrix(np.array([[5, 1], [2, 7]]), ["a", "b"], directory / "cm.png")
+    precision, recall, thresholds, best = pr_points()
+    second = report.plot_pr_curve(precision, recall, thresholds, best, directory / "pr.png")
+    return [("confusion <matrix>", first), ("PR curve", second)]
+
+
+SUMMARY = {"scenes": 2, "megapixels": 26.214, "tiles_total": 400, "tiles_computed": 396, "wall_s": 12.3456,
+           "mpx_per_s": 2.1234, "peak_worker_rss_bytes": 3 * 1024**3, "phases": {"setup_s": 1.5, "tiles_s": 9.0},
+           "stitch": "exact", "scene_f1": None}
+CONFIG = {"kind": "predict", "name": "nightly", "scenes": [Path("/data/a.tif"), Path("/data/b.tif")], "tile": 512,
+          "cluster": {"workers": 2, "scheduler": None}}
+
+
+def test_run_report_is_one_self_contained_html_file(tmp_path: Path) -> None:
+    import base64
+    import html as html_lib
+
+    images = _pngs(tmp_path / "png")
+    out_dir = tmp_path / "report"
+    path = report.write_run_report(out_dir / "report.html", "Run <nightly> & co", SUMMARY, CONFIG, images,
+                                   metrics={"f1": 0.91234, "iou": 0.8, "per_class": {"landslide": 0.7}})
+    assert path == out_dir / "report.html"
+    assert [p.name for p in out_dir.iterdir()] == ["report.html"], "one file, no temp files"
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    for caption, png in images:  # each PNG embedded whole, with its caption
+        assert f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" in text
+        assert f"<figcaption>{html_lib.escape(caption)}</figcaption>" in text
+    assert text.count("<img ") == 2
+    # no external resources of any kind
+    for external in ("<script", "<link", 'src="http', "src='http", "url(", "@import"):
+        assert external not in text
+    assert "<title>Run &lt;nightly&gt; &amp; co</title>" in text
+    # summary, metrics and config
+    for expected in ("<th>tiles_total</th>", ">400<", ">26.21<", ">12.35<", "3.0 GiB (3,221,225,472 B)",
+                     "<th>setup_s</th>", ">exact<", "<th>f1</th>", ">0.9123<", "<th>landslide</th>"):
+        assert expected in text, expected
+    config_block = text.split('<pre class="config">')[1].split("</pre>")[0]
+    assert yaml.safe_load(html_lib.unescape(config_block)) == {
+        "kind": "predict", "name": "nightly", "scenes": ["/data/a.tif", "/data/b.tif"], "tile": 512,
+        "cluster": {"workers": 2, "scheduler": None}}
+
+
+def test_run_report_without_metrics_or_images_and_replacing_an_old_one(tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    path.write_text("old")
+    report.write_run_report(path, "t", {"wall_s": 1.0}, {"kind": "train"}, [])
+    text = path.read_text()
+    assert "Metrics" not in text and "<img" not in text and "Quicklooks" not in text
+    assert "kind: train" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_run_report_bad_image_writes_nothing(tmp_path: Path) -> None:
+    from geoseg_batch.errors import InputError, MissingInputError
+
+    path = tmp_path / "out" / "report.html"
+    with pytest.raises(MissingInputError, match="missing.png"):
+        report.write_run_report(path, "t", {}, {}, [("gone", tmp_path / "missing.png")])
+    not_png = tmp_path / "notes.txt"
+    not_png.write_text("hello")
+    with pytest.raises(InputError, match="not PNG"):
+        report.write_run_report(path, "t", {}, {}, [("text", not_png)])
+    assert not path.exists() and not (tmp_path / "out").exists()
+
+
+def test_run_report_embeds_quicklooks(rasters, tmp_path: Path) -> None:
+    entry = {"scene": str(rasters["scene"]), "mask_cog": str(rasters["mask"]),
+             "probability_cog": str(rasters["probabilities"])}
+    images = report.prediction_quicklooks(entry, tmp_path / "quicklooks", max_side=96)
+    path = report.write_run_report(tmp_path / "report.html", "predict", SUMMARY, CONFIG, images)
+    assert path.read_text().count("data:image/png;base64,") == 3

@@ -83,7 +83,7 @@ _NODATA = -9999.0
 _TRUTH_NODATA = 255
 _COLLAR = 0.2  # each nodata corner triangle spans this fraction of both edges (2 % of area)
 _UTM_PIXEL, _UTM_ORIGIN = 10.0, (500000.0, 5200000.0)
-_GEO_PIXEL, _GEO_ORIGIN = 0.0001, (14.0, 47.0)
+_GEO_PIXEL, _GEO_ORIGIN = 0.0001, (15.03, 46.96)  # overlaps the UTM scenes: the demo mosaics both CRSs
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ advertise that resource runs every forward pass there; blending tasks run anywhe
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from geoseg_batch.geo.grid import Tile, TileGrid, Window
 from geoseg_batch.geo.scene import Scene, model_input
 from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.io.zarr_store import ZarrTarget
+from geoseg_batch.runtime import worker_address
 
 STITCH_MODES = ("exact", "blend")
 TILES_PER_TASK = 4  # a run of tiles read as one window: fewer re-decoded file blocks, still fine-grained
@@ -65,6 +66,8 @@ class TileRecord:
     index: tuple[int, int]
     computed: bool  # False: every pixel was nodata, the model was not called
     model_pixels: int
+    pixels: int = 0  # output pixels of the tile
+    worker: str = field(default_factory=worker_address)  # who wrote the tile
 
 
 def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef
@@ -119,13 +122,13 @@ def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
             work.append((tile, inputs, core, valid[core]))
         else:
             target.mark_done(tile.index)  # the store's fill value is already nodata
-            records.append(TileRecord(tile.index, False, 0))
+            records.append(TileRecord(tile.index, False, 0, _area(tile.core)))
     for (tile, inputs, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
                                                                                          [w[1] for w in work],
                                                                                          batch_size)):
         target.write(tile.core, probabilities[core], core_valid)
         target.mark_done(tile.index)
-        records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1]))
+        records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1], _area(tile.core)))
     return records
 
 
@@ -185,11 +188,15 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTa
             valid = window_valid[tile.core.relative_to(other.window).slices()]
     if total is None or valid is None or not valid.any():
         target.mark_done(tile.index)
-        return [TileRecord(tile.index, False, 0)]
+        return [TileRecord(tile.index, False, 0, _area(tile.core))]
     probabilities = total / np.maximum(weight, 1e-12)[..., None]
     target.write(tile.core, probabilities, valid & (weight > 0))
     target.mark_done(tile.index)
-    return [TileRecord(tile.index, True, tile.window.shape[0] * tile.window.shape[1])]
+    return [TileRecord(tile.index, True, _area(tile.window), _area(tile.core))]
+
+
+def _area(window: Window) -> int:
+    return window.shape[0] * window.shape[1]
 
 
 def _intersection(a: Window, b: Window) -> Window | None:
@@ -259,12 +266,18 @@ def _label(batch: list[Tile]) -> str:
     return f"{row}-{first}-{last}"
 
 
-def run_graph(records: list[Any], client: Any | None) -> list[TileRecord]:
-    """Compute the tile records on ``client`` (or Dask's threaded scheduler); tasks retried on worker loss."""
+def run_graph(records: list[Any], client: Any | None, progress: Any | None = None) -> list[TileRecord]:
+    """Compute the tile records on ``client`` (or Dask's threaded scheduler); tasks retried on worker loss.
+
+    ``progress`` (a :class:`~geoseg_batch.monitor.TileProgress`) advances as tasks finish.
+    """
     import dask
+
+    from geoseg_batch.monitor import track
 
     if client is None:
         batches = dask.compute(*records, scheduler="threads")
     else:
-        batches = client.gather(client.compute(records, retries=2))
+        batches = track(client.compute(records, retries=2), progress,
+                        pixels_of=lambda batch: (len(batch), sum(r.pixels for r in batch) / 1e6))
     return [record for batch in batches for record in batch]

@@ -110,7 +110,8 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
     crs = scene_data.rio.crs
     dataset = dataset.rio.write_crs(crs).rio.write_transform(scene_data.rio.transform())
     gdal_crs = {"wkt": crs.to_wkt()}
-    dataset["mask"].attrs.update({"_CRS": gdal_crs, "classes": list(class_names), "long_name": "class mask"})
+    dataset["mask"].attrs.update({"_CRS": gdal_crs, "classes": list(class_names), "threshold": threshold,
+                                  "long_name": "class mask"})
     dataset["probabilities"].attrs.update({
         "_CRS": gdal_crs,
         "long_name": "probability",

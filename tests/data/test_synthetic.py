@@ -247,8 +247,8 @@ def test_synth_writes_chips_and_scenes_in_both_crs(tmp_path: Path) -> None:
             assert truth_src.transform == src.transform and truth_src.crs == src.crs
     assert epsgs == [32633, 4326]
     with rasterio.open(result.scenes[1]) as src:
-        assert src.transform.a == pytest.approx(0.0001) and src.transform.c == pytest.approx(14.0)
-        assert src.transform.f == pytest.approx(47.0)
+        assert src.transform.a == pytest.approx(0.0001) and src.transform.c == pytest.approx(15.03)
+        assert src.transform.f == pytest.approx(46.96)
 
 
 def test_synth_without_chips_or_scenes(tmp_path: Path) -> None:

@@ -1,0 +1,91 @@
+"""Jobs submitted to an existing Dask cluster: `dask scheduler` and two `dask worker` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from geoseg_batch.cli import main
+from tests.infer.conftest import make_bundle, write_scene
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def external_cluster(tmp_path_factory):
+    """(scheduler address, worker addresses) of a real cluster of separate processes on 127.0.0.1."""
+    from distributed import Client
+
+    if not Path(DASK).exists() and shutil.which("dask") is None:
+        pytest.skip("the dask command-line tool is not installed")
+    logs = tmp_path_factory.mktemp("cluster-logs")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    processes = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                   "--dashboard-address", ":0"], stdout=open(logs / "scheduler.log", "w"),
+                                  stderr=subprocess.STDOUT, start_new_session=True, env=env)]
+    for n in range(2):
+        processes.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-dashboard",
+                                           "--name", f"external-{n}"], stdout=open(logs / f"worker{n}.log", "w"),
+                                          stderr=subprocess.STDOUT, start_new_session=True, env=env))
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            workers = sorted(client.scheduler_info()["workers"])
+        yield address, workers
+    finally:
+        for process in processes[::-1]:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_predict_and_mosaic_job_runs_on_the_external_workers(tmp_path, external_cluster):
+    address, workers = external_cluster
+    bundle = make_bundle(tmp_path / "m.keras")
+    scenes = [write_scene(tmp_path / f"scene_{n}.tif", (160, 150), seed=n) for n in (1, 2)]
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "kind": "pipeline", "name": "external", "out": str(tmp_path / "runs"),
+        "steps": [
+            {"kind": "predict", "scenes": [str(s) for s in scenes], "model": str(bundle),
+             "out": str(tmp_path / "predictions"), "tile": 64},
+            {"kind": "mosaic", "predictions": [str(tmp_path / "predictions")], "out": str(tmp_path / "mosaic"),
+             "chunk": 64},
+        ],
+    }))
+    started = time.monotonic()
+    assert main(["--quiet", "submit", str(job), "--scheduler", address]) == 0
+    assert time.monotonic() - started < 240
+    predicted = json.loads((tmp_path / "predictions" / "manifest.json").read_text())["summary"]
+    assert set(predicted["tiles_per_worker"]) <= set(workers)
+    assert sum(predicted["tiles_per_worker"].values()) == predicted["tiles_total"] == 2 * 9
+    mosaic = json.loads((tmp_path / "mosaic" / "manifest.json").read_text())
+    assert set(mosaic["summary"]["chunks_per_worker"]) <= set(workers)
+    assert Path(mosaic["outputs"][0]["mask_cog"]).exists()
+    history = list((tmp_path / "runs" / "history").glob("*.json"))
+    assert len(history) == 1
