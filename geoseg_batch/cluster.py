@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from geoseg_batch.config import ClusterSpec
-from geoseg_batch.errors import GeosegError
+from geoseg_batch.errors import ConfigError, GeosegError
 from geoseg_batch.runtime import available_cores
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,38 @@ def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
         return
     # getattr: ClusterSpec.dashboard_address is optional in the schema (None there means: the default).
     dashboard_address = getattr(spec, "dashboard_address", None) or DEFAULT_DASHBOARD_ADDRESS
-    cluster = LocalCluster(
-        n_workers=spec.workers or available_cores(),
-        threads_per_worker=spec.threads_per_worker,
-        processes=True,
-        memory_limit=spec.memory_limit or "auto",
-        dashboard_address=dashboard_address,
-        silence_logs=logging.ERROR,
-    )
+    options = {"threads_per_worker": spec.threads_per_worker, "memory_limit": spec.memory_limit or "auto",
+               "dashboard_address": dashboard_address, "silence_logs": logging.ERROR}
+    gpus = gpu_workers(spec)
+    if gpus:
+        from dask_cuda import LocalCUDACluster
+
+        # One worker per GPU, each pinned to its device (CUDA_VISIBLE_DEVICES) and advertising
+        # GPU=1, which is what predict's model tasks ask for.
+        cluster = LocalCUDACluster(n_workers=gpus, resources={"GPU": 1}, **options)
+    else:
+        cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True, **options)
     with cluster, Client(cluster) as client:
         _announce_embedded(client, cluster, dashboard_address)
         yield client
+
+
+def gpu_workers(spec: ClusterSpec) -> int:
+    """GPU workers for the embedded cluster: ``spec.gpus``, else every visible GPU when dask-cuda is installed."""
+    has_dask_cuda = importlib.util.find_spec("dask_cuda") is not None
+    if spec.gpus is not None:
+        if spec.gpus and not has_dask_cuda:
+            raise ConfigError(f"cluster.gpus: {spec.gpus} GPU workers asked, but dask-cuda is not installed; "
+                              "`pip install dask-cuda`, or set gpus: 0 to run on CPUs")
+        return spec.gpus
+    if not has_dask_cuda:
+        return 0
+    try:
+        from dask_cuda.utils import get_n_gpus
+
+        return int(get_n_gpus())
+    except Exception:  # no driver, no device: a CPU machine with dask-cuda installed
+        return 0
 
 
 # --------------------------------------------------------------------------- links

@@ -39,6 +39,9 @@ class ClusterSpec(Spec):
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str | None = Field(None, description="per worker, e.g. '4GiB'")
     timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler")
+    gpus: int | None = Field(None, ge=0, description="embedded cluster: one worker per GPU (dask-cuda's "
+                                                     "LocalCUDACluster, resources GPU=1); default: every visible "
+                                                     "GPU when dask-cuda is installed, 0 for CPU only")
     dashboard_address: str | None = Field(None, description="embedded cluster's dashboard host:port (default "
                                           "127.0.0.1:0, this machine only; ':8787' opens it to the network)")
 

@@ -353,3 +353,19 @@ def test_submit_prints_a_dashboard_link_that_answers_while_the_job_runs(tmp_path
     assert process.returncode == 0, "".join(stderr)
     assert (out / "manifest.json").exists() and "manifest:" in stdout
     assert not any("warning" in line.lower() and "dashboard" in line.lower() for line in stderr)
+
+
+def test_gpu_workers_follow_the_spec_and_dask_cuda(monkeypatch):
+    import importlib.util
+
+    from geoseg_batch.cluster import gpu_workers
+    from geoseg_batch.config import ClusterSpec
+    from geoseg_batch.errors import ConfigError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "dask_cuda" else real_find_spec(name, *a))
+    assert gpu_workers(ClusterSpec()) == 0  # no dask-cuda: a CPU cluster
+    assert gpu_workers(ClusterSpec(gpus=0)) == 0
+    with pytest.raises(ConfigError, match="dask-cuda is not installed"):
+        gpu_workers(ClusterSpec(gpus=2))
