@@ -28,6 +28,7 @@ import csv
 import datetime as _dt
 import html
 import json
+import logging
 import math
 import os
 import re
@@ -45,6 +46,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from geoseg_batch.errors import DataError, InputError, MissingInputError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "plot_confusion_matrix",
@@ -759,10 +762,25 @@ def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: in
     made: list[tuple[str, Path]] = []
     for key, kind in (("scene", "scene"), ("probability_cog", "probabilities"), ("mask_cog", "mask")):
         source = output.get(key)
+        if source and kind == "scene" and not _cheap_to_decimate(Path(source)):
+            log.info("quicklook of %s skipped: no overviews and too large to decimate cheaply "
+                     "(add them with `gdaladdo`)", source)
+            continue
         if source:
             png = quicklook_png(Path(source), out_dir / f"{stem}_{kind}.png", kind, max_side)  # type: ignore[arg-type]
             made.append((f"{stem}: {kind} ({Path(source).name})", png))
     return made
+
+
+QUICKLOOK_FULL_READ_PIXELS = 16_000_000  # a raster without overviews is read whole to decimate it
+
+
+def _cheap_to_decimate(raster: Path) -> bool:
+    """Whether a decimated read is cheap: the raster has overviews, or is small enough to read whole."""
+    import rasterio
+
+    with rasterio.open(raster) as src:
+        return bool(src.overviews(1)) or src.width * src.height <= QUICKLOOK_FULL_READ_PIXELS
 
 
 # --------------------------------------------------------------------------- HTML run report

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import AnyJob, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, resolved
-from geoseg_batch.errors import ConfigError
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.data.stats import BandStats, compute_stats, load_stats
+from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import checksums, combined_digest, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,20 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
                    "results": str(out / RESULTS_NAME)}
         outputs = [{"bundle": r["bundle"], "run": r["run"]} for r in rows]
     summary["wall_s"] = round(time.perf_counter() - started, 3)
+    curves = [("training curves", Path(o["curves"])) for o in outputs if o.get("curves")]
+    summary["report"] = str(_write_report(out, f"train: {job.name}", summary, resolved(job), curves,
+                                          summary.get("test_metrics")))
     manifest = write_manifest(out, command="train", outputs=outputs, summary=summary, config=resolved(job),
                               inputs=inputs)
     return JobResult("train", out, manifest, outputs, summary)
+
+
+def _write_report(out: Path, title: str, summary: dict[str, Any], config: dict[str, Any],
+                  images: list[tuple[str, Path]], metrics: dict[str, Any] | None = None) -> Path:
+    """``out/report.html``: the job's run report (one self-contained file)."""
+    from geoseg_batch.report import write_run_report
+
+    return write_run_report(out / "report.html", title, summary, config, images, metrics=metrics)
 
 
 def run_evaluate(job: EvaluateJob, client: Any | None = None) -> JobResult:
@@ -101,6 +112,8 @@ def run_evaluate(job: EvaluateJob, client: Any | None = None) -> JobResult:
     result = evaluate(job)
     outputs = [{"metrics": str(result.metrics_path)}]
     summary = {k: result.metrics[k] for k in ("accuracy", "precision", "recall", "f1", "iou")}
+    plots = [(p.stem.replace("_", " "), p) for p in sorted(Path(result.out).glob("*.png"))]
+    _write_report(Path(result.out), f"evaluate: {job.name}", summary, resolved(job), plots)
     return JobResult("evaluate", result.out, result.manifest, outputs, summary)
 
 
@@ -401,10 +414,8 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
                 for name in cog_names.values():
                     link_tree(previous / name, stage / name)
             elif cog_names:
-                run_cog = active.submit if active is not None else _call
-                futures = [run_cog(write_cog, store_path, variable, stage / name, job.chunk)
-                           for variable, name in cog_names.items()]
-                [f.result() for f in futures]
+                active.gather([active.submit(write_cog, store_path, variable, stage / name, job.chunk, pure=False)
+                               for variable, name in cog_names.items()])
         written = len(built.chunks_written)
         write_json(stage / STATE_NAME, {"grid": _grid_record(grid), "scenes": {
             stem: {"key": keys[stem], "chunks": sorted(footprints[stem])} for stem in stores}})
@@ -427,15 +438,6 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
 
 
 MOSAIC_STORE = "mosaic.zarr"
-
-
-def _call(function: Any, *args: Any) -> Any:
-    """A finished future-alike, for running COG writes without a cluster."""
-    from concurrent.futures import Future
-
-    future: Future = Future()
-    future.set_result(function(*args))
-    return future
 
 
 def _grid_record(grid: Any) -> dict[str, Any]:
@@ -480,6 +482,9 @@ def run_pipeline(job: PipelineJob, client: Any | None = None) -> JobResult:
     history = write_json(out / "history" / f"{stamp}-{time.time_ns() % 10**9:09d}.json",
                          {"job": job.name, "steps": steps, "summary": summary})
     outputs = [{"kind": s["kind"], "out": s["out"], "manifest": s["manifest"]} for s in steps]
+    quicklooks = [(f"{s['name']}: {p.stem.replace('_', ' ')}", p) for s in steps
+                  for p in sorted(Path(s["out"], "report").glob("*.png"))]
+    _write_report(out, f"pipeline: {job.name}", {**summary, "history": str(history)}, resolved(job), quicklooks)
     manifest = write_manifest(out, command="pipeline", outputs=outputs, summary={**summary, "history": str(history)},
                               config=resolved(job), inputs={})
     return JobResult("pipeline", out, manifest, outputs, summary)

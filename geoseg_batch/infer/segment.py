@@ -1,11 +1,12 @@
 """Tiled inference over the tile grid with Dask: each tile -> predictor -> its zarr chunks.
 
-The graph has one model task per run of ``batch_size`` tiles. Each reads its tiles' windows
-from the scene file (one windowed read each), normalizes them, fills nodata and the padded
-area beyond the scene with zeros (in normalized space), predicts, crops to the tile
-(``exact``) or weights the window for blending (``blend``), and writes the tile's own chunks
-of the zarr store. Tasks return only small per-tile records, so nothing scene-sized is ever
-assembled. (Slicing windows out of a chunked Dask array instead was measured 4x costlier in
+The graph has one model task per run of consecutive tiles in a tile row. Each reads the
+union of its tiles' windows from the scene file in one windowed read (neighbouring windows
+share file blocks, decoded once), normalizes it, cuts the windows out with nodata and the
+padded area beyond the scene zero (in normalized space), predicts them in batches of
+``batch_size``, crops each to its tile (``exact``) or weights it for blending (``blend``),
+and writes the tile's own chunks of the zarr store, then records the tile as done (resume).
+Tasks return only small per-tile records, so nothing scene-sized is ever assembled. (Slicing windows out of a chunked Dask array instead was measured 4x costlier in
 decoding: graph optimization fuses each window's slices into the file reader, so every
 window re-decodes all its neighbouring blocks.)
 
