@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import (
-    AnyJob, ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job, merge_overrides,
+    AnyJob, ClusterSpec, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job, merge_overrides,
     parse_job,
 )
 from geoseg_batch.data.pack import PackResult

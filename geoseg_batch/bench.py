@@ -99,8 +99,14 @@ def _make_shards(root: Path, chips: int, size: int, bands: int, chips_per_shard:
 
 def bench_train(json_path: str | Path, chips: int = 256, size: int = 128, bands: int = 14, batch_size: int = 8,
                 base_filters: int = 16, depth: int = 4, steps: int = 60, repeats: int = 3,
-                scaling: bool = False) -> dict[str, Any]:
-    """Shards vs in-memory chips/s and peak RSS (medians of ``repeats``); optionally RSS scaling N vs 4N shards."""
+                scaling: bool = False, workers: int | None = None) -> dict[str, Any]:
+    """Shards vs in-memory chips/s and peak RSS (medians of ``repeats``); optionally RSS scaling N vs 4N shards.
+
+    With ``workers``: instead, distributed training chips/s on an embedded cluster of 1 and of
+    ``workers`` Dask workers (one training process each), same global batch.
+    """
+    if workers:
+        return _bench_train_workers(json_path, chips, size, bands, batch_size, base_filters, depth, workers)
     common = {"batch_size": batch_size, "base_filters": base_filters, "depth": depth, "steps": steps, "warmup": 5}
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as tmp:
         shards = _make_shards(Path(tmp), chips, size, bands, 32, seed=1)
@@ -131,6 +137,33 @@ def bench_train(json_path: str | Path, chips: int = 256, size: int = 128, bands:
 
 
 RAW_PASSES = 3
+
+
+def _bench_train_workers(json_path: str | Path, chips: int, size: int, bands: int, batch_size: int,
+                         base_filters: int, depth: int, workers: int, epochs: int = 4) -> dict[str, Any]:
+    """Training chips/s (median over epochs after the first) with 1 and with ``workers`` ranks."""
+    import csv
+
+    from geoseg_batch.config import parse_job
+    from geoseg_batch.runner import run_job
+
+    figures: dict[str, Any] = {"chips": chips, "chip_size": size, "bands": bands, "batch_size": batch_size,
+                               "base_filters": base_filters, "depth": depth, "epochs": epochs}
+    with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as tmp:
+        shards = _make_shards(Path(tmp), chips, size, bands, max(1, chips // (4 * workers)), seed=1)
+        for count in sorted({1, workers}):
+            out = Path(tmp) / f"run_{count}"
+            job = parse_job({"kind": "train", "out": str(out), "data": {"path": str(shards)},
+                             "model": {"depth": depth, "base_filters": base_filters},
+                             "train": {"epochs": epochs, "batch_size": batch_size, "patience": 0},
+                             "cluster": {"workers": count}})
+            result = run_job(job)
+            train_chips = result.summary["chips"]["train"]
+            seconds = [float(r["seconds"]) for r in csv.DictReader(open(out / "history.csv"))][1:]
+            figures[f"workers_{count}_chips_per_s"] = train_chips / statistics.median(seconds)
+        figures["speedup"] = figures[f"workers_{workers}_chips_per_s"] / figures["workers_1_chips_per_s"]
+    write_json(json_path, figures)
+    return figures
 
 
 def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "model.input_size": args.input_size,
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.learning_rate": args.learning_rate,
         "train.loss": args.loss, "train.patience": args.patience, "train.seed": args.seed,
+        "cluster.scheduler": args.scheduler, "cluster.workers": args.workers, "cluster.train_workers": args.train_workers,
     }
 
 
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--input-size", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--fill-nan", type=float, metavar="V")
+    _cluster_options(train)
+    train.add_argument("--train-workers", type=int, metavar="N",
+                       help="with --scheduler: how many of its workers each run a training process (default: all)")
 
     evaluate = commands.add_parser("evaluate", help="metrics, confusion matrix, PR curve and samples of a bundle")
     evaluate.add_argument("--model", required=True, help="model bundle (.keras)")
@@ -154,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--repeats", type=int, default=3)
     bench_train.add_argument("--scaling", action="store_true",
                              help="also: peak RSS of one epoch over N vs 4N shards")
+    bench_train.add_argument("--workers", type=int, metavar="N",
+                             help="instead: distributed training chips/s with 1 and N workers")
 
     bench_predict = bench_commands.add_parser("predict", help="Mpx/s and peak RSS: raw model vs naive vs pipeline")
     bench_predict.add_argument("--json", required=True, metavar="FILE")
@@ -260,7 +266,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.bench_command == "train":
             figures = bench_train(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
                                   batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
-                                  steps=args.steps, repeats=args.repeats, scaling=args.scaling)
+                                  steps=args.steps, repeats=args.repeats, scaling=args.scaling,
+                                  workers=args.workers)
         else:
             figures = bench_predict(json_path=args.json, megapixels=args.megapixels, tile=args.tile,
                                     stitch=args.stitch, bands=args.bands, depth=args.depth,

@@ -42,6 +42,8 @@ class ClusterSpec(Spec):
     gpus: int | None = Field(None, ge=0, description="embedded cluster: one worker per GPU (dask-cuda's "
                                                      "LocalCUDACluster, resources GPU=1); default: every visible "
                                                      "GPU when dask-cuda is installed, 0 for CPU only")
+    train_workers: int | None = Field(None, ge=1, description="distributed training: workers of the cluster that "
+                                                              "each run one training process (default: all)")
     dashboard_address: str | None = Field(None, description="embedded cluster's dashboard host:port (default "
                                           "127.0.0.1:0, this machine only; ':8787' opens it to the network)")
 

@@ -68,9 +68,21 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
     inputs = checksums(collection.files())
     digest = combined_digest(inputs)
 
+    ranks: list[dict[str, Any]] = []
+
     def train_one(run_job: TrainJob):
-        keras.backend.clear_session()
-        return fit(run_job, collection, stats, digest)
+        if not _distributed(run_job, client):
+            keras.backend.clear_session()
+            return fit(run_job, collection, stats, digest)
+        from geoseg_batch.cluster import connect
+        from geoseg_batch.training.distributed import train_on_cluster
+
+        with connect(run_job.cluster) if client is None else contextlib.nullcontext(client) as active:
+            results, assignment = train_on_cluster(run_job, collection, stats, digest, active,
+                                                   run_job.cluster.train_workers)
+        for entry, rank in zip(assignment, results):
+            ranks.append({**entry, "weights_sha256": rank.weights_sha256})
+        return _fit_result(results[0].result)
 
     if job.sweep is None:
         result = train_one(job)
@@ -80,6 +92,8 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
                    "chips": result.chips, "test_metrics": result.test_metrics}
         outputs = [{"bundle": str(result.bundle), "history": str(result.history),
                     "curves": str(result.curves) if result.curves else None}]
+        if ranks:
+            summary["workers"] = ranks
     else:
         rows = run_sweep(job, train_one)
         best = max(rows, key=lambda r: r["f1"] or 0.0)
@@ -93,6 +107,19 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
     manifest = write_manifest(out, command="train", outputs=outputs, summary=summary, config=resolved(job),
                               inputs=inputs)
     return JobResult("train", out, manifest, outputs, summary)
+
+
+def _distributed(job: TrainJob, client: Any | None) -> bool:
+    """Train on a cluster (one rank per worker) when given one or the job names one; else in this process."""
+    return client is not None or bool(job.cluster.scheduler or job.cluster.workers)
+
+
+def _fit_result(payload: dict[str, Any]) -> Any:
+    """The chief rank's FitResult, back from JSON."""
+    from geoseg_batch.training.fit import FitResult
+
+    paths = {k: Path(payload[k]) if payload.get(k) else None for k in ("out", "bundle", "history", "curves")}
+    return FitResult(**{**payload, **paths})
 
 
 def _write_report(out: Path, title: str, summary: dict[str, Any], config: dict[str, Any],

@@ -102,8 +102,12 @@ def chip_dataset(
     shuffle: bool = False,
     shuffle_buffer: int = 256,
     seed: int = 0,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk."""
+    """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk.
+
+    ``repeat``: cycle through the chips forever (every batch full), for a fixed number of steps.
+    """
     positions = [split_positions(g.chip_ids, split, val_fraction, test_fraction, split_seed) for g in collection.groups]
     blocks = read_blocks(positions)
     rows, cols = collection.chip_shape
@@ -123,6 +127,8 @@ def chip_dataset(
         dataset = dataset.shuffle(max(len(blocks), 1), seed=seed, reshuffle_each_iteration=True)
     # One Python call per block, two blocks in flight; order kept unless training.
     dataset = dataset.map(read_op, num_parallel_calls=2, deterministic=not shuffle).unbatch()
+    if repeat:
+        dataset = dataset.repeat()
     return _finish(dataset, transform, batch_size, shuffle, shuffle_buffer, seed)
 
 

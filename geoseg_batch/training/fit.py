@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from geoseg_batch.errors import ConfigError, DataError
 from geoseg_batch.io.publish import atomic_path, write_json
 from geoseg_batch.model.bundle import BundleMetadata, normalization_of, save_bundle
 from geoseg_batch.model.metrics import metrics_from_confusion
+
+if TYPE_CHECKING:
+    from geoseg_batch.training.distributed import Distribution
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class FitResult:
     """What a run produced."""
 
     out: Path
-    bundle: Path
+    bundle: Path | None  # None on a non-chief rank of a distributed run
     history: Path
     curves: Path | None
     epochs: int
@@ -78,6 +81,7 @@ class FitResult:
     stopped_early: bool
     test_metrics: dict[str, Any] | None
     chips: dict[str, int]
+    weights_sha256: str | None = None  # of the final (not best) weights
 
 
 def _model_input_size(job: TrainJob, collection: ChipCollection) -> tuple[int, int] | None:
@@ -96,9 +100,15 @@ def _model_input_size(job: TrainJob, collection: ChipCollection) -> tuple[int, i
 
 
 class _Loop:
-    """The compiled train/eval steps of one model (TF backend)."""
+    """The compiled train/eval steps of one model (TF backend), alone or as one replica of a strategy.
 
-    def __init__(self, model: Any, optimizer: Any, loss_name: str, classes: int, threshold: float) -> None:
+    Under a ``tf.distribute`` strategy each replica's loss is divided by the number of
+    replicas: the Keras optimizer sums gradients over replicas (an all-reduce), so the
+    update is that of the mean loss over the global batch, as in one process.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, loss_name: str, classes: int, threshold: float,
+                 strategy: Any | None = None) -> None:
         import tensorflow as tf
 
         from geoseg_batch.model.losses import get_loss
@@ -107,22 +117,49 @@ class _Loop:
         loss_fn = get_loss(loss_name)
         bands = model.inputs[0].shape[-1]
         signature = [tf.TensorSpec((None, None, None, bands), tf.float32), tf.TensorSpec((None, None, None), tf.int32)]
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
-        @tf.function(input_signature=signature)
-        def train_step(x, y):
+        def replica_step(x, y):
             with tf.GradientTape() as tape:
                 probabilities = model(x, training=True)
                 loss = loss_fn(y, probabilities)
-            gradients = tape.gradient(loss, model.trainable_variables)
+                scaled = loss / replicas if replicas > 1 else loss
+            gradients = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return loss, confusion_matrix(y, probabilities, classes, threshold)
+
+        if strategy is None:
+            train_step = tf.function(replica_step, input_signature=signature)
+        else:
+            @tf.function(input_signature=signature)
+            def train_step(x, y):
+                loss, matrix = strategy.run(replica_step, args=(x, y))
+                matrix = tf.cast(matrix, tf.float32)  # counts per step are far below float32's exact range
+                return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                        tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, matrix, axis=None), tf.int64))
 
         @tf.function(input_signature=signature)
         def eval_step(x, y):
             probabilities = model(x, training=False)
             return loss_fn(y, probabilities), confusion_matrix(y, probabilities, classes, threshold)
 
-        self.train_step, self.eval_step = train_step, eval_step
+        self.train_step, self.eval_step, self.strategy = train_step, eval_step, strategy
+        if strategy is not None:
+            @tf.function(input_signature=[tf.TensorSpec((None,), tf.float64)])
+            def sum_over_replicas(vector):  # compiled once: eager collectives leak threads
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(vector,)), axis=None)
+
+            self.sum_over_replicas = sum_over_replicas
+
+    def run_everywhere(self, step: Any, dataset: Any | None, classes: int) -> tuple[float, np.ndarray, int]:
+        """Like :meth:`run` over each replica's own ``dataset``, summed over all replicas (one all-reduce)."""
+        import tensorflow as tf
+
+        loss, matrix, chips = self.run(step, dataset, classes) if dataset is not None else (0.0, 0, 0)
+        local = np.concatenate([[loss * chips if chips else 0.0, chips], np.ravel(matrix) + np.zeros(classes**2)])
+        total = self.sum_over_replicas(tf.constant(local, tf.float64)).numpy()
+        chips = int(total[1])
+        return (total[0] / chips if chips else float("nan")), total[2:].reshape(classes, classes).astype(np.int64), chips
 
     @staticmethod
     def run(step: Any, dataset: Any, classes: int) -> tuple[float, np.ndarray, int]:
@@ -183,51 +220,76 @@ def _restore_checkpoint(directory: Path, model: Any, optimizer: Any) -> None:
         variable.assign(value)
 
 
-def fit(job: TrainJob, collection: ChipCollection, stats: BandStats, data_checksum: str) -> FitResult:
-    """Train (or resume) one run of ``job`` into ``job.out`` and write its bundle."""
+def fit(job: TrainJob, collection: ChipCollection, stats: BandStats, data_checksum: str,
+        distribution: Distribution | None = None) -> FitResult:
+    """Train (or resume) one run of ``job`` into ``job.out`` and write its bundle.
+
+    With ``distribution`` this process is one rank of a multi-worker run (see
+    :mod:`geoseg_batch.training.distributed`): ``collection`` holds this rank's shards, the
+    model and optimizer live in the strategy's scope, every rank runs the same steps and
+    takes the same early-stopping decisions from all-reduced validation figures, and only
+    the chief writes to ``job.out`` (the others to their scratch directory).
+    """
+    import contextlib
+
     import keras
 
     from geoseg_batch.data.pipeline import Transform, chip_dataset
     from geoseg_batch.model.geometry import model_geometry
     from geoseg_batch.model.unet import build_model
 
-    out, spec, data = Path(job.out), job.train, job.data
+    spec, data = job.train, job.data
+    full = distribution.full if distribution else collection
+    out = Path(job.out) if distribution is None or distribution.chief else distribution.scratch
     split = {"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "split_seed": data.split_seed}
-    counts = {s: count_split(collection, s, data.val_fraction, data.test_fraction, data.split_seed)
+    counts = {s: count_split(full, s, data.val_fraction, data.test_fraction, data.split_seed)
               for s in ("train", "val", "test")}
     if counts["train"] == 0:
-        raise DataError(f"{collection.path}: no chips in the training split ({collection.chips} chips in all)")
+        raise DataError(f"{collection.path}: no chips in the training split ({full.chips} chips in all)")
     input_size = _model_input_size(job, collection)
     classes = job.model.classes
+    strategy = distribution.strategy if distribution else None
 
-    model = build_model(job.model.model_type, bands=collection.bands, classes=len(classes), depth=job.model.depth,
-                        base_filters=job.model.base_filters, batch_norm=job.model.batch_norm,
-                        dropout=job.model.dropout, seed=spec.seed)
-    optimizer = keras.optimizers.Adam(spec.learning_rate)
-    optimizer.build(model.trainable_variables)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model(job.model.model_type, bands=collection.bands, classes=len(classes), depth=job.model.depth,
+                            base_filters=job.model.base_filters, batch_norm=job.model.batch_norm,
+                            dropout=job.model.dropout, seed=spec.seed)
+        optimizer = keras.optimizers.Adam(spec.learning_rate)
+        optimizer.build(model.trainable_variables)
+    _synchronize_batch_norm(model, distribution is not None)
     checkpoint = out / "checkpoint"
-    state = TrainState.load(checkpoint / "state.json") or TrainState()
+    resume_from = Path(job.out) / "checkpoint"  # every rank continues from the chief's checkpoint
+    state = TrainState.load(resume_from / "state.json") or TrainState()
     resumed_from = state.epoch
     if resumed_from:
-        _restore_checkpoint(checkpoint, model, optimizer)
-        log.info("resuming %s after epoch %d of %d", out, state.epoch, spec.epochs)
+        _restore_checkpoint(resume_from, model, optimizer)
+        log.info("resuming %s after epoch %d of %d", job.out, state.epoch, spec.epochs)
 
-    loop = _Loop(model, optimizer, spec.loss, len(classes), job.model.threshold)
+    loop = _Loop(model, optimizer, spec.loss, len(classes), job.model.threshold, strategy)
+    world = distribution.world if distribution else 1
     train_data = chip_dataset(collection, Transform.from_stats(stats, spec.augment, spec.jitter, input_size),
-                              split="train", **split, batch_size=spec.batch_size, shuffle=True,
-                              shuffle_buffer=spec.shuffle_buffer, seed=spec.seed)
+                              split="train", **split, batch_size=spec.batch_size // world, shuffle=True,
+                              shuffle_buffer=spec.shuffle_buffer, seed=spec.seed + (distribution.rank if distribution
+                                                                                     else 0),
+                              repeat=distribution is not None)
+    if distribution is not None:
+        train_data = train_data.take(distribution.steps_per_epoch)
     plain = Transform.from_stats(stats, input_size=input_size)
+    local_val = count_split(collection, "val", data.val_fraction, data.test_fraction, data.split_seed)
     val_data = (chip_dataset(collection, plain, split="val", **split, batch_size=spec.batch_size)
-                if counts["val"] else None)
+                if local_val else None)
 
     while state.epoch < spec.epochs and not state.stopped_early:
         epoch, started = state.epoch + 1, time.perf_counter()
         loss, matrix, _ = loop.run(loop.train_step, train_data, len(classes))
         val = None
-        if val_data is not None:
+        if distribution is not None and counts["val"]:
+            val_loss, val_matrix, _ = loop.run_everywhere(loop.eval_step, val_data, len(classes))
+            val = (val_loss, val_matrix)
+        elif val_data is not None:
             val_loss, val_matrix, _ = loop.run(loop.eval_step, val_data, len(classes))
             val = (val_loss, val_matrix)
-        row = _epoch_row(epoch, loss, matrix, val, float(optimizer.learning_rate), time.perf_counter() - started, classes)
+        row = _epoch_row(epoch, loss, matrix, val, float(np.asarray(optimizer.learning_rate.numpy())), time.perf_counter() - started, classes)
         monitored = row.get("val_loss", row["loss"])
         improved = monitored < state.best_val_loss
         if improved:
@@ -245,15 +307,20 @@ def fit(job: TrainJob, collection: ChipCollection, stats: BandStats, data_checks
         if state.stopped_early:
             log.info("early stopping: no val_loss improvement for %d epochs (best epoch %d)", spec.patience, state.best_epoch)
 
+    weights_sha256 = weights_digest(model)
+    if distribution is not None and not distribution.chief:
+        return FitResult(out, None, out / HISTORY_NAME, None, state.epoch, resumed_from, state.best_epoch,
+                         state.stopped_early, None, counts, weights_sha256)
     if (checkpoint / "best.weights.h5").exists():
         model.load_weights(checkpoint / "best.weights.h5")
     test_metrics = None
     if counts["test"]:
-        test_data = chip_dataset(collection, plain, split="test", **split, batch_size=spec.batch_size)
+        test_data = chip_dataset(full, plain, split="test", **split, batch_size=spec.batch_size)
         _, test_matrix, _ = loop.run(loop.eval_step, test_data, len(classes))
         test_metrics = metrics_from_confusion(test_matrix, classes)
         test_metrics["confusion_matrix"] = test_matrix.tolist()
 
+    _synchronize_batch_norm(model, False)  # a bundle must load anywhere, also on backends without the option
     geometry = model_geometry(model)
     metadata = BundleMetadata(
         model_type=job.model.model_type,
@@ -266,14 +333,33 @@ def fit(job: TrainJob, collection: ChipCollection, stats: BandStats, data_checks
         normalization=normalization_of(stats),
         architecture={"depth": job.model.depth, "base_filters": job.model.base_filters,
                       "batch_norm": job.model.batch_norm, "dropout": job.model.dropout},
-        provenance={"data": str(collection.path), "data_checksum": data_checksum, "split": split,
+        provenance={"data": str(full.path), "data_checksum": data_checksum, "split": split,
                     "config": resolved(job), "package_version": __version__, "best_epoch": state.best_epoch,
-                    "epochs": state.epoch, "test_metrics": test_metrics, "chips": counts},
+                    "epochs": state.epoch, "test_metrics": test_metrics, "chips": counts, "workers": world},
     )
     bundle = save_bundle(model, metadata, out / BUNDLE_NAME)
     curves = _plot_curves(out)
     return FitResult(out, bundle, out / HISTORY_NAME, curves, state.epoch, resumed_from, state.best_epoch,
-                     state.stopped_early, test_metrics, counts)
+                     state.stopped_early, test_metrics, counts, weights_sha256)
+
+
+def _synchronize_batch_norm(model: Any, synchronized: bool) -> None:
+    """Batch norm over the global batch: every rank then updates identical moving statistics, as one process would."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = synchronized
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of a model's weights (to show ranks of a distributed run hold the same ones)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _plot_curves(out: Path) -> Path | None:

@@ -89,3 +89,17 @@ def test_predict_and_mosaic_job_runs_on_the_external_workers(tmp_path, external_
     assert Path(mosaic["outputs"][0]["mask_cog"]).exists()
     history = list((tmp_path / "runs" / "history").glob("*.json"))
     assert len(history) == 1
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_distributed_training_runs_on_the_external_workers(tmp_path, external_cluster, learnable_shards):
+    address, workers = external_cluster
+    out = tmp_path / "run"
+    assert main(["--quiet", "train", "--data", str(learnable_shards), "--out", str(out), "--epochs", "2",
+                 "--depth", "2", "--base-filters", "4", "--batch-size", "16", "--scheduler", address,
+                 "--train-workers", "2"]) == 0
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    assert [rank["worker"] for rank in summary["workers"]] == workers
+    assert summary["workers"][0]["weights_sha256"] == summary["workers"][1]["weights_sha256"]
+    assert summary["epochs"] == 2 and (out / "model.keras").exists()
