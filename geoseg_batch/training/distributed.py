@@ -122,7 +122,7 @@ def steps_per_epoch(rank_counts: list[int], local_batch: int) -> int:
 
 def training_workers(client: Any, count: int | None) -> list[str]:
     """Addresses of the ``count`` workers (default: all; GPU workers when there are any), rank order."""
-    info = client.scheduler_info()["workers"]
+    info = client.run_on_scheduler(_worker_info)
     available = sorted(a for a, w in info.items() if w.get("resources", {}).get("GPU")) or sorted(info)
     count = count or len(available)
     if count > len(available):
@@ -136,6 +136,9 @@ def train_on_cluster(job: TrainJob, collection: ChipCollection, stats: BandStats
     """Train ``job`` with one rank per chosen worker of ``client``; (rank results, shard assignment)."""
     from distributed import Event
 
+    # Workers may run elsewhere, in another directory: they get absolute paths.
+    job = job.model_copy(update={"out": Path(job.out).resolve(),
+                                 "data": job.data.model_copy(update={"path": Path(job.data.path).resolve()})})
     addresses = training_workers(client, workers)
     world = len(addresses)
     if job.train.batch_size % world:
@@ -146,7 +149,7 @@ def train_on_cluster(job: TrainJob, collection: ChipCollection, stats: BandStats
     assignment = balanced_assignment(counts, world)
     local_batch = job.train.batch_size // world
     steps = steps_per_epoch([sum(counts[g] for g in groups) for groups in assignment], local_batch)
-    info = client.scheduler_info()["workers"]
+    info = client.run_on_scheduler(_worker_info)
     ports = client.run(_free_port, workers=addresses)
     hosts = [f"{info[a]['host']}:{ports[a]}" for a in addresses]
     shards = [[_group_name(collection, g) for g in groups] for groups in assignment]
@@ -184,19 +187,30 @@ def _supervise(client: Any, futures: list[Any], addresses: list[str], abort: Any
             wait(futures, timeout=1.0, return_when="FIRST_COMPLETED")
         except TimeoutError:  # the poll interval: check the workers, then wait again
             pass
-        alive = set(client.scheduler_info()["workers"])
+        alive = set(client.run_on_scheduler(_worker_addresses))  # live, not the client's cached view
         for rank, (future, address) in enumerate(zip(futures, addresses)):
-            if address not in alive:
-                _abort_all(abort, futures)
+            if address not in alive:  # its task will never finish: wait for the others only
+                _abort_all(abort, futures, [f for f, a in zip(futures, addresses) if a in alive])
                 raise RunError(f"training worker {address} (rank {rank}) left the cluster mid-training; the run "
                                "stopped; re-run the same command to resume after the last completed epoch")
             if future.done():
                 failure = _failure_of(future, rank, address)
                 if failure:
-                    _abort_all(abort, futures)
+                    _abort_all(abort, futures, futures)
                     raise RunError(failure)
         if all(f.done() for f in futures):
             return [f.result() for f in futures]
+
+
+def _worker_addresses(dask_scheduler: Any) -> list[str]:
+    """Runs on the scheduler: the workers it knows now."""
+    return list(dask_scheduler.workers)
+
+
+def _worker_info(dask_scheduler: Any) -> dict[str, dict[str, Any]]:
+    """Runs on the scheduler: host, threads and resources of each worker it knows now."""
+    return {address: {"host": state.host, "nthreads": state.nthreads, "resources": dict(state.resources)}
+            for address, state in dask_scheduler.workers.items()}
 
 
 def _failure_of(future: Any, rank: int, address: str) -> str:
@@ -211,13 +225,13 @@ def _failure_of(future: Any, rank: int, address: str) -> str:
             "last completed epoch")
 
 
-def _abort_all(abort: Any, futures: list[Any], grace_s: float = 30.0) -> None:
-    """Tell every rank to kill its training process, then give them ``grace_s`` to report."""
+def _abort_all(abort: Any, futures: list[Any], reporting: list[Any], grace_s: float = 30.0) -> None:
+    """Tell every rank to kill its training process, give the ``reporting`` ones ``grace_s`` to say so, cancel all."""
     from distributed import wait
 
     abort.set()
     try:
-        wait(futures, timeout=grace_s)
+        wait(reporting, timeout=grace_s)
     except TimeoutError:
         pass
     for future in futures:
