@@ -161,7 +161,7 @@ def train_on_cluster(job: TrainJob, collection: ChipCollection, stats: BandStats
                  len(entry["shards"]), entry["train_chips"], ", ".join(entry["shards"]))
     run_id = hashlib.sha256(json.dumps([hosts, str(job.out), time.time_ns()]).encode()).hexdigest()[:12]
     abort = Event(f"geoseg-train-abort-{run_id}", client=client)
-    threads = max(1, _cores_of(info, addresses[0]) // sum(1 for a in addresses if info[a]["host"] == info[addresses[0]]["host"]))
+    threads = _threads_per_rank(info, addresses)
     gpu = {"GPU": 1} if info[addresses[0]].get("resources", {}).get("GPU") else None
     futures = []
     for rank, address in enumerate(addresses):
@@ -245,12 +245,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _cores_of(info: dict[str, Any], address: str) -> int:
+def _threads_per_rank(info: dict[str, Any], addresses: list[str]) -> int:
+    """TF intra-op threads of each rank: this machine's cores shared by the ranks on it (else the worker's threads)."""
     from geoseg_batch.runtime import available_cores
 
-    host = info[address]["host"]
+    host = info[addresses[0]]["host"]
     local = host in ("127.0.0.1", "localhost") or host == socket.gethostbyname(socket.gethostname())
-    return available_cores() if local else max(1, int(info[address].get("nthreads", 1)))
+    if not local:
+        return max(1, int(info[addresses[0]].get("nthreads", 1)))
+    return max(1, available_cores() // sum(1 for a in addresses if info[a]["host"] == host))
 
 
 def _group_name(collection: ChipCollection, group: int) -> str:

@@ -51,8 +51,8 @@ def two_workers():
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_two_workers_keep_identical_weights_and_match_single_process_f1(learnable_shards, tmp_path, two_workers):
-    single = run_job(_job(learnable_shards, tmp_path / "single", 16))
-    distributed = run_job(_job(learnable_shards, tmp_path / "two", 16), two_workers)
+    single = run_job(_job(learnable_shards, tmp_path / "single", 20))
+    distributed = run_job(_job(learnable_shards, tmp_path / "two", 20), two_workers)
     ranks = distributed.summary["workers"]
     assert [r["rank"] for r in ranks] == [0, 1]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"] is not None
