@@ -16,6 +16,7 @@ import rasterio
 import xarray as xr
 
 from geoseg_batch import predict_scene
+from tests.conftest import local_client
 from tests.infer.conftest import make_bundle, write_scene
 
 
@@ -69,10 +70,7 @@ def test_killed_client_rerun_computes_fewer_tiles_and_gives_identical_output(tmp
 
 @pytest.fixture(scope="module")
 def cluster_client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with local_client(1, processes=False) as client:
         yield client
 
 

@@ -16,6 +16,7 @@ from geoseg_batch.errors import RunError
 from geoseg_batch.runner import run_job
 from geoseg_batch.training.distributed import balanced_assignment, steps_per_epoch
 from geoseg_batch.training.fit import TrainState
+from tests.conftest import local_client
 
 LEARN = {"model": {"depth": 3, "base_filters": 8}, "train": {"batch_size": 16, "seed": 0, "patience": 0}}
 
@@ -41,10 +42,7 @@ def test_balanced_assignment_is_disjoint_complete_and_balanced():
 
 @pytest.fixture(scope="module")
 def two_workers():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with local_client(2, processes=True) as client:
         yield client
 
 
