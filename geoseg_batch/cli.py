@@ -27,6 +27,15 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--workers", type=int, metavar="N", help="embedded LocalCluster size (default: one per core)")
 
 
+def _store_options(parser: argparse.ArgumentParser, incremental: str) -> None:
+    """Options of the commands that write zarr + COGs (predict, mosaic), and the cluster options."""
+    parser.add_argument("--zarr-format", type=int, choices=(2, 3))
+    parser.add_argument("--no-cog", dest="cog", action="store_false", default=None, help="zarr only")
+    parser.add_argument("--incremental", action="store_true", default=None, help=incremental)
+    parser.add_argument("--overwrite", action="store_true", default=None)
+    _cluster_options(parser)
+
+
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data.path": args.data, "out": args.out, "data.fill_nan": args.fill_nan,
@@ -114,12 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--nodata", type=float, help="nodata value when the file has none")
     predict.add_argument("--float", dest="float_output", action="store_true", default=None,
                          help="float32 probabilities (default uint8 0..250)")
-    predict.add_argument("--zarr-format", type=int, choices=(2, 3))
-    predict.add_argument("--no-cog", dest="cog", action="store_false", default=None, help="zarr only")
-    predict.add_argument("--incremental", action="store_true", default=None,
-                         help="keep unchanged scenes' outputs from the last run; predict new or changed ones only")
-    predict.add_argument("--overwrite", action="store_true", default=None)
-    _cluster_options(predict)
+    _store_options(predict, incremental="keep unchanged scenes' outputs from the last run; predict new or changed "
+                                         "ones only")
 
     mosaic = commands.add_parser("mosaic", help="many scenes' predictions onto one grid: zarr + COGs")
     mosaic.add_argument("predictions", nargs="+", metavar="PREDICTION_DIR", help="predict output directories")
@@ -131,12 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     mosaic.add_argument("--merge", choices=("max", "first", "mean"),
                         help="max (default): most confident scene; first: first given; mean: edge-distance weighted")
     mosaic.add_argument("--chunk", type=int, help="chunk and COG block size in pixels (default 512)")
-    mosaic.add_argument("--zarr-format", type=int, choices=(2, 3))
-    mosaic.add_argument("--no-cog", dest="cog", action="store_false", default=None, help="zarr only")
-    mosaic.add_argument("--incremental", action="store_true", default=None,
-                        help="rewrite only chunks touched by new, changed or removed scenes since the last run")
-    mosaic.add_argument("--overwrite", action="store_true", default=None)
-    _cluster_options(mosaic)
+    _store_options(mosaic, incremental="rewrite only chunks touched by new, changed or removed scenes since the "
+                                       "last run")
 
     validate = commands.add_parser("validate", help="check a job file without touching a cluster")
     validate.add_argument("job")

@@ -242,9 +242,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
     model_checksum = checksums([job.model])
     scene_checksums = checksums(paths)
-    settings = resolved(job.model_copy(update={"scenes": [], "scene_list": None, "out": Path("."), "name": "",
-                                                "overwrite": False, "cluster": job.cluster.model_copy(update={
-                                                    "scheduler": None, "workers": None})}))
+    settings = _settings(job, scenes=[], scene_list=None)
     scene_keys = {stem: config_digest(settings, {**model_checksum, "scene": scene_checksums[str(path)]})
                   for stem, path in zip(stems, paths)}
     out = Path(job.out)
@@ -274,6 +272,14 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
                                   inputs={**model_checksum, **scene_checksums})
     return JobResult("predict", out, out / manifest.name, outputs, summary)
+
+
+def _settings(job: PredictJob | MosaicJob, **inputs: Any) -> dict[str, Any]:
+    """What makes a job's results what they are: its resolved config less ``inputs`` (keyed by content
+    elsewhere), where it writes and where it runs."""
+    where = {"out": Path("."), "name": "", "overwrite": False,
+             "cluster": job.cluster.model_copy(update={"scheduler": None, "workers": None})}
+    return resolved(job.model_copy(update={**inputs, **where}))
 
 
 STATE_NAME = "state.json"  # per output: what each scene's outputs were made from (incremental runs)
@@ -423,9 +429,7 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     paths = [store for store, _ in stores.values()]
     grid = mosaic_grid(paths, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
     keys = {stem: key for stem, (_, key) in stores.items()}
-    settings = resolved(job.model_copy(update={"predictions": [], "out": Path("."), "name": "", "overwrite": False,
-                                                "cluster": job.cluster.model_copy(update={"scheduler": None,
-                                                                                          "workers": None})}))
+    settings = _settings(job, predictions=[])
     out = Path(job.out)
     with _publishing(out, config_digest(settings, keys), job.incremental, job.overwrite) as (stage, previous):
         store_path = stage / MOSAIC_STORE

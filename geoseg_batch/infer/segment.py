@@ -6,9 +6,10 @@ share file blocks, decoded once), normalizes it, cuts the windows out with nodat
 padded area beyond the scene zero (in normalized space), predicts them in batches of
 ``batch_size``, crops each to its tile (``exact``) or weights it for blending (``blend``),
 and writes the tile's own chunks of the zarr store, then records the tile as done (resume).
-Tasks return only small per-tile records, so nothing scene-sized is ever assembled. (Slicing windows out of a chunked Dask array instead was measured 4x costlier in
-decoding: graph optimization fuses each window's slices into the file reader, so every
-window re-decodes all its neighbouring blocks.)
+Tasks return only small per-tile records, so nothing scene-sized is ever assembled.
+(Slicing windows out of a chunked Dask array instead was measured 4x costlier in decoding:
+graph optimization fuses each window's slices into the file reader, so every window
+re-decodes all its neighbouring blocks.)
 
 ``blend`` uses a smaller halo (the *overlap*): every window's prediction is weighted by a
 Hann (sin^2) ramp over 2*overlap pixels from each of its edges that faces another tile
@@ -124,12 +125,12 @@ def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
         else:
             target.mark_done(tile.index)  # the store's fill value is already nodata
             records.append(TileRecord(tile.index, False, 0, _area(tile.core)))
-    for (tile, inputs, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
+    for (tile, _, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
                                                                                          [w[1] for w in work],
                                                                                          batch_size)):
         target.write(tile.core, probabilities[core], core_valid)
         target.mark_done(tile.index)
-        records.append(TileRecord(tile.index, True, inputs.shape[0] * inputs.shape[1], _area(tile.core)))
+        records.append(TileRecord(tile.index, True, _area(tile.window), _area(tile.core)))
     return records
 
 
@@ -220,14 +221,15 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     if stitch not in STITCH_MODES:
         raise ValueError(f"stitch must be one of {STITCH_MODES}, got {stitch!r}")
     done = target.done_tiles()
-    tiles = [t for t in grid.tiles() if t.index not in done]
+    every_tile = grid.tiles()
+    tiles = [t for t in every_tile if t.index not in done]
     inputs = SceneInput.of(scene)
     if stitch == "exact":
         needed = {t.index for t in tiles}
     else:  # a tile blends the windows of its 3x3 neighbourhood
         needed = {(r, c) for row, col in (t.index for t in tiles)
                   for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)}
-    batches = [kept for run in _runs(grid.tiles(), max(batch_size, TILES_PER_TASK))
+    batches = [kept for run in _runs(every_tile, max(batch_size, TILES_PER_TASK))
                if (kept := [t for t in run if t.index in needed])]
     gpu_context = dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext()
     if stitch == "exact":

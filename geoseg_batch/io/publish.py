@@ -82,8 +82,7 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
     published = False
     try:
         yield stage
-        for hidden in stage.glob(".*"):
-            shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
+        _drop_hidden(stage)
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
@@ -91,6 +90,12 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
     finally:
         if not published and stage.exists() and (resume_key is None or not _has_records(stage)):
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _drop_hidden(stage: Path) -> None:
+    """Remove the staging directory's hidden entries (completion records), which are not results."""
+    for hidden in stage.glob(".*"):
+        shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
 
 
 def _has_records(stage: Path) -> bool:
@@ -126,8 +131,7 @@ def versioned_directory(out: Path | str, resume_key: str, keep: int = 3, overwri
     stage = versions_dir / f".staging-{resume_key}"
     stage.mkdir(exist_ok=True)
     yield stage, previous
-    for hidden in stage.glob(".*"):
-        shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
+    _drop_hidden(stage)
     now = time.time_ns()
     version = versions_dir / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now // 10**9))}.{now % 10**9:09d}-{resume_key}"
     os.replace(stage, version)

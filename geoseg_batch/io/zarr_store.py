@@ -88,9 +88,10 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
     already exist (a resumed run), the store is kept as it is.
     """
     binary = len(class_names) == 2
+    target = ZarrTarget(str(path), float_output, threshold, binary, zarr_format,
+                        None if done_dir is None else str(done_dir))
     if done_dir is not None:
         Path(done_dir).mkdir(parents=True, exist_ok=True)
-        target = ZarrTarget(str(path), float_output, threshold, binary, zarr_format, str(done_dir))
         if target.done_tiles() and Path(path).exists():
             return target
     import dask.array as da
@@ -124,4 +125,4 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
     dataset["probabilities"].encoding.update({**link, "_FillValue": probability_fill,
                                               "chunks": (len(names), tile, tile)})
     dataset.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, consolidated=zarr_format == 2)
-    return ZarrTarget(str(path), float_output, threshold, binary, zarr_format, None if done_dir is None else str(done_dir))
+    return target
