@@ -8,6 +8,7 @@ YAML job all end up in :func:`run_job`, and every result carries the path of the
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -21,7 +22,7 @@ from geoseg_batch.config import AnyJob, DemoJob, EvaluateJob, MosaicJob, Pipelin
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.data.stats import BandStats, compute_stats, load_stats
 from geoseg_batch.errors import ConfigError
-from geoseg_batch.io.publish import checksums, combined_digest, write_json, write_manifest
+from geoseg_batch.io.publish import checksums, combined_digest, require_free, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -240,37 +241,47 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     overlap = job.overlap if job.overlap is not None else metadata.receptive_radius // 2
     halo = metadata.receptive_radius if job.stitch == "exact" else overlap
     grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
-    model_checksum = checksums([job.model])
-    scene_checksums = checksums(paths)
-    settings = _settings(job, scenes=[], scene_list=None)
-    scene_keys = {stem: config_digest(settings, {**model_checksum, "scene": scene_checksums[str(path)]})
-                  for stem, path in zip(stems, paths)}
     out = Path(job.out)
-    run_key = config_digest(settings, scene_keys)
-    with _publishing(out, run_key, job.incremental, job.overwrite) as (stage, previous), PeakMemory() as memory:
-        reused = _reusable_scenes(previous, scene_keys)
-        for stem in reused:
-            for name in _scene_files(stem, job.cog):
-                if (previous / name).exists() and not (stage / name).exists():
-                    link_tree(previous / name, stage / name)
-        todo = [n for n, stem in enumerate(stems) if stem not in reused]
-        summary = {"scenes": len(scenes), "scenes_predicted": len(todo), "scenes_reused": len(reused),
-                   **_predict_scenes(job, metadata, [scenes[n] for n in todo], [grids[n] for n in todo],
-                                     [stems[n] for n in todo], stage, client, memory)}
-        outputs = [_scene_entry(path, out, stem, job.cog) for path, stem in zip(paths, stems)]
-        write_json(stage / STATE_NAME, {stem: {"scene": str(path), "key": scene_keys[stem]}
-                                        for stem, path in zip(stems, paths)})
-        summary["wall_s"] = round(time.perf_counter() - started, 3)
-        summary["mpx_per_s"] = round(summary["megapixels"] / summary["wall_s"], 4)
-        log.info("%s", RunSummary.of(len(todo), summary["tiles_total"], summary["tiles_computed"],
-                                     summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
-                                     tiles_skipped=summary["tiles_skipped"]).format())
-        images = [image for path, stem in list(zip(paths, stems))[:REPORT_SCENES] if job.cog
-                  for image in prediction_quicklooks(_scene_entry(path, stage, stem, job.cog), stage / "report")]
-        summary["report"] = str(out / "report.html")
-        write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
-        manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
-                                  inputs={**model_checksum, **scene_checksums})
+    with contextlib.ExitStack() as running:
+        if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
+            sums, session = checksums([job.model, *paths]), None
+        else:  # everything is predicted: start the cluster and load the model while the inputs are hashed
+            require_free(out, job.overwrite)
+            with concurrent.futures.ThreadPoolExecutor(1) as hasher:  # hashlib and file reads release the GIL
+                hashed = hasher.submit(checksums, [job.model, *paths])
+                session = running.enter_context(_model_session(job, client))
+                sums = hashed.result()
+        model_checksum = {str(job.model): sums[str(job.model)]}
+        settings = _settings(job, scenes=[], scene_list=None)
+        scene_keys = {stem: config_digest(settings, {**model_checksum, "scene": sums[str(path)]})
+                      for stem, path in zip(stems, paths)}
+        run_key = config_digest(settings, scene_keys)
+        with _publishing(out, run_key, job.incremental, job.overwrite) as (stage, previous), PeakMemory() as memory:
+            reused = _reusable_scenes(previous, scene_keys)
+            for stem in reused:
+                for name in _scene_files(stem, job.cog):
+                    if (previous / name).exists() and not (stage / name).exists():
+                        link_tree(previous / name, stage / name)
+            todo = [n for n, stem in enumerate(stems) if stem not in reused]
+            if todo and session is None:
+                session = running.enter_context(_model_session(job, client))
+            summary = {"scenes": len(scenes), "scenes_predicted": len(todo), "scenes_reused": len(reused),
+                       **_predict_scenes(job, metadata, [scenes[n] for n in todo], [grids[n] for n in todo],
+                                         [stems[n] for n in todo], stage, session, memory)}
+            outputs = [_scene_entry(path, out, stem, job.cog) for path, stem in zip(paths, stems)]
+            write_json(stage / STATE_NAME, {stem: {"scene": str(path), "key": scene_keys[stem]}
+                                            for stem, path in zip(stems, paths)})
+            summary["wall_s"] = round(time.perf_counter() - started, 3)
+            summary["mpx_per_s"] = round(summary["megapixels"] / summary["wall_s"], 4)
+            log.info("%s", RunSummary.of(len(todo), summary["tiles_total"], summary["tiles_computed"],
+                                         summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
+                                         tiles_skipped=summary["tiles_skipped"]).format())
+            images = [image for path, stem in list(zip(paths, stems))[:REPORT_SCENES] if job.cog
+                      for image in prediction_quicklooks(_scene_entry(path, stage, stem, job.cog), stage / "report")]
+            summary["report"] = str(out / "report.html")
+            write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
+            manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
+                                      inputs=sums)
     return JobResult("predict", out, out / manifest.name, outputs, summary)
 
 
@@ -318,14 +329,34 @@ def _scene_entry(path: Path, out: Path, stem: str, cog: bool) -> dict[str, Any]:
     return entry
 
 
-def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: list[Any], stems: list[str],
-                    stage: Path, client: Any | None, memory: Any) -> dict[str, Any]:
-    """Predict ``scenes`` into ``stage`` (skipping tiles recorded as done); the work's summary figures."""
+@dataclass(frozen=True)
+class _ModelSession:
+    """A cluster with the job's model loaded on every worker."""
+
+    client: Any
+    ref: Any  # PredictorRef
+    gpu: bool  # model tasks ask for a GPU
+    started: float  # perf_counter() when the cluster was asked for
+
+
+@contextlib.contextmanager
+def _model_session(job: PredictJob, client: Any | None) -> Iterator[_ModelSession]:
+    """``client`` (or a cluster started from ``job.cluster``, closed on exit) with the model registered."""
     from geoseg_batch.cluster import connect
     from geoseg_batch.infer.predictor import register_model
+    from geoseg_batch.io.publish import sha256_file
+
+    started = time.perf_counter()
+    with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
+        ref = register_model(active, job.model, f"sha256:{sha256_file(job.model)}")
+        yield _ModelSession(active, ref, job.gpu if job.gpu is not None else _cluster_has_gpu(active), started)
+
+
+def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: list[Any], stems: list[str],
+                    stage: Path, session: _ModelSession | None, memory: Any) -> dict[str, Any]:
+    """Predict ``scenes`` into ``stage`` (skipping tiles recorded as done); the work's summary figures."""
     from geoseg_batch.infer.segment import run_graph, segment_graph
     from geoseg_batch.io.cog import write_cog
-    from geoseg_batch.io.publish import sha256_file
     from geoseg_batch.io.zarr_store import create_store
     from geoseg_batch.monitor import TileProgress
 
@@ -335,44 +366,41 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
                                "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch, "tile": job.tile,
                                "halo": grids[0].halo if grids else None, "overlap_fraction": 0.0,
                                "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
-    if not scenes:
+    if not scenes or session is None:
         return figures  # nothing new: no cluster, no model
-    started = time.perf_counter()
-    with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
-        ref = register_model(active, job.model, f"sha256:{sha256_file(job.model)}")
-        gpu = job.gpu if job.gpu is not None else _cluster_has_gpu(active)
-        graphs, resumed = [], 0
-        for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
-            target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
-                                  job.float_output, job.zarr_format, done_dir=stage / ".done" / stem)
-            resumed += len(target.done_tiles())
-            graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}",
-                                        batch_size=job.batch_size))
-        log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(scenes),
-                 tiles_total, resumed, job.stitch, job.tile, grids[0].halo, active.dashboard_link)
-        tiles_started = time.perf_counter()
-        todo = tiles_total - resumed
-        with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
-            records = run_graph(graphs, active, progress)
-        cogs_started = time.perf_counter()
-        cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif", job.tile,
-                              pure=False) for stem in stems for variable in ("mask", "probabilities")] if job.cog else []
-        active.gather(cogs)  # all scenes' COGs side by side
-        phases = {"setup_s": round(tiles_started - started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
-                  "cogs_s": round(time.perf_counter() - cogs_started, 3)}
-        log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
-        model_pixels = sum(r.model_pixels for r in records)
-        computed = [r for r in records if r.computed]
-        figures.update({
-            "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
-            "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
-            "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
-            "phases": phases,
-        })
-        memory.sample()
-        # Workers of an external cluster are not our children: their current memory is a lower bound.
-        figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or _worker_memory(active)
-        figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
+    active, ref, gpu = session.client, session.ref, session.gpu
+    graphs, resumed = [], 0
+    for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
+        target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
+                              job.float_output, job.zarr_format, done_dir=stage / ".done" / stem)
+        resumed += len(target.done_tiles())
+        graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}",
+                                    batch_size=job.batch_size))
+    log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(scenes),
+             tiles_total, resumed, job.stitch, job.tile, grids[0].halo, active.dashboard_link)
+    tiles_started = time.perf_counter()
+    todo = tiles_total - resumed
+    with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
+        records = run_graph(graphs, active, progress)
+    cogs_started = time.perf_counter()
+    cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif", job.tile,
+                          pure=False) for stem in stems for variable in ("mask", "probabilities")] if job.cog else []
+    active.gather(cogs)  # all scenes' COGs side by side
+    phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
+              "cogs_s": round(time.perf_counter() - cogs_started, 3)}
+    log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
+    model_pixels = sum(r.model_pixels for r in records)
+    computed = [r for r in records if r.computed]
+    figures.update({
+        "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
+        "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
+        "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
+        "phases": phases,
+    })
+    memory.sample()
+    # Workers of an external cluster are not our children: their current memory is a lower bound.
+    figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or _worker_memory(active)
+    figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
     return figures
 
 

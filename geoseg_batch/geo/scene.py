@@ -126,26 +126,24 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
     )
 
 
-def model_input(raw: np.ndarray, scene: Any, metadata: BundleMetadata) -> tuple[np.ndarray, np.ndarray]:
-    """(normalized float32 (rows, cols, bands) with nodata set to 0, valid-pixel mask (rows, cols)).
+def normalize_in_place(values: np.ndarray, scene: Any, metadata: BundleMetadata, float_source: bool) -> np.ndarray:
+    """Turn raw pixel-major ``values`` (rows, cols, bands) float32 into model input in place; the valid mask.
 
-    ``raw`` is (bands, rows, cols) as stored. Scale/offset and normalization are one affine
-    map per band, applied in float32 in place; a pixel is nodata when any band equals the
-    nodata value or (float data) is not finite.
+    Scale/offset and normalization are one affine map per band. A pixel is nodata when any
+    band equals the nodata value or (float data) is not finite; nodata pixels become 0, the
+    normalized mean. Pixel-major because that is the model's layout and, for pixel-interleaved
+    files, GDAL's fast path: no transpose, no temporary scene-window copies.
     """
-    raw = np.asarray(raw)
     std = np.maximum(np.asarray(metadata.normalization["std"], np.float32), np.float32(1e-6))
     gain = np.asarray(scene.scales, np.float32) / std
     bias = (np.asarray(scene.offsets, np.float32) - np.asarray(metadata.normalization["mean"], np.float32)) / std
-    values = raw.astype(np.float32)  # band-major: each band's pass is contiguous
-    values *= gain[:, None, None]
-    values += bias[:, None, None]
-    invalid = np.zeros(raw.shape[1:], bool)
+    invalid = np.zeros(values.shape[:2], bool)
     if scene.nodata is not None and not np.isnan(scene.nodata):  # NaN nodata: caught as non-finite
-        invalid |= np.any(raw == scene.nodata, axis=0)
-    if raw.dtype.kind == "f":
-        invalid |= ~np.isfinite(values).all(axis=0)
-    normalized = np.ascontiguousarray(np.moveaxis(values, 0, -1))
+        invalid |= (values == np.float32(scene.nodata)).any(axis=-1)
+    values *= gain
+    values += bias
+    if float_source:
+        invalid |= ~np.isfinite(values).all(axis=-1)
     if invalid.any():
-        normalized[invalid] = 0.0
-    return normalized, ~invalid
+        values[invalid] = 0.0
+    return ~invalid

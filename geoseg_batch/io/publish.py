@@ -59,6 +59,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def require_free(out: Path, overwrite: bool) -> None:
+    """Raise unless ``out`` may be written: absent, empty, or ``overwrite`` given."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{out}: output directory already exists and is not empty; "
+            "choose another --out or pass --overwrite"
+        )
+
+
 @contextlib.contextmanager
 def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str | None = None) -> Iterator[Path]:
     """Build a directory as a hidden sibling of ``out`` and rename it to ``out`` on success.
@@ -71,11 +80,7 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
     (such as completion records) are dropped when it is published.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            f"{out}: output directory already exists and is not empty; "
-            "choose another --out or pass --overwrite"
-        )
+    require_free(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.staging-{resume_key or secrets.token_hex(6)}"
     stage.mkdir(exist_ok=resume_key is not None)

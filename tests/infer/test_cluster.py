@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from geoseg_batch import predict_scene
-from geoseg_batch.infer.segment import TILES_PER_TASK
+from geoseg_batch.infer.segment import TASK_BLOCK
 
 from .conftest import make_bundle, write_scene
 
@@ -41,7 +41,7 @@ def test_model_tasks_run_only_on_the_gpu_worker(tmp_path):
                 result = predict_scene(scene, bundle, tmp_path / stitch, tile=64, stitch=stitch, client=client)
             model_tasks = [t for t in stream.data if _name(t["key"]).startswith("predict-")]
             assert result.summary["tiles_total"] == 25
-            assert len(model_tasks) == 5 * math.ceil(5 / TILES_PER_TASK)  # a task per run of tiles in a row
+            assert len(model_tasks) == math.ceil(5 / TASK_BLOCK[0]) * math.ceil(5 / TASK_BLOCK[1])  # one per block
             assert {t["worker"] for t in model_tasks} == {gpu_address}, stitch
             others = {t["worker"] for t in stream.data if not _name(t["key"]).startswith("predict-")}
             assert len(others) >= 1  # reading, blending and COG tasks are free to run anywhere
