@@ -119,9 +119,9 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
                   stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
                   batch_size: int | None = None,
                   bands: list[str | int] | None = None, nodata: float | None = None, float_output: bool | None = None,
-                  zarr_format: int | None = None, cog: bool | None = None, gpu: bool | None = None,
-                  overwrite: bool | None = None, scheduler: str | None = None, workers: int | None = None,
-                  client: Any | None = None) -> JobResult:
+                  zarr_format: int | None = None, cog: bool | None = None, polygons: bool | None = None,
+                  gpu: bool | None = None, overwrite: bool | None = None, scheduler: str | None = None,
+                  workers: int | None = None, client: Any | None = None) -> JobResult:
     """Segment one or more scenes tile by tile on Dask: per scene a zarr store and mask/probability COGs.
 
     ``client``: an existing ``distributed.Client`` to run on (else ``scheduler``/``workers``
@@ -132,7 +132,7 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
         "scenes": [str(p) for p in paths], "scene_list": None if scene_list is None else str(scene_list),
         "incremental": incremental, "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
         "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "float_output": float_output,
-        "zarr_format": zarr_format, "cog": cog, "gpu": gpu, "overwrite": overwrite,
+        "zarr_format": zarr_format, "cog": cog, "polygons": polygons, "gpu": gpu, "overwrite": overwrite,
         "cluster.scheduler": scheduler, "cluster.workers": workers,
     })
     return run_job(parse_job(payload, source="predict"), client)

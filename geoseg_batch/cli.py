@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--nodata", type=float, help="nodata value when the file has none")
     predict.add_argument("--float", dest="float_output", action="store_true", default=None,
                          help="float32 probabilities (default uint8 0..250)")
+    predict.add_argument("--polygons", action="store_true", default=None,
+                         help="also SCENE_polygons.gpkg: one feature per connected region, with area and mean "
+                              "probability")
     _store_options(predict, incremental="keep unchanged scenes' outputs from the last run; predict new or changed "
                                          "ones only")
 
@@ -237,7 +240,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                    incremental=args.incremental, stitch=args.stitch, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
-                                   overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
+                                   polygons=args.polygons, overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
         for output in result.outputs:
             print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
         summary = result.summary

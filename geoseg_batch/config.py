@@ -187,6 +187,8 @@ class PredictJob(Spec):
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")
     zarr_format: Literal[2, 3] = 2
     cog: bool = True
+    polygons: bool = Field(False, description="also a GeoPackage of the mask's regions (one feature per connected "
+                                              "region, with its area and mean probability)")
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
     incremental: bool = Field(False, description="keep unchanged scenes' outputs from the last run; predict only "
                                                  "new or changed scenes; publish a new version of out atomically")

@@ -259,7 +259,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         with _publishing(out, run_key, job.incremental, job.overwrite) as (stage, previous), PeakMemory() as memory:
             reused = _reusable_scenes(previous, scene_keys)
             for stem in reused:
-                for name in _scene_files(stem, job.cog):
+                for name in _scene_files(stem, job):
                     if (previous / name).exists() and not (stage / name).exists():
                         link_tree(previous / name, stage / name)
             todo = [n for n, stem in enumerate(stems) if stem not in reused]
@@ -268,7 +268,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             summary = {"scenes": len(scenes), "scenes_predicted": len(todo), "scenes_reused": len(reused),
                        **_predict_scenes(job, metadata, [scenes[n] for n in todo], [grids[n] for n in todo],
                                          [stems[n] for n in todo], stage, session, memory)}
-            outputs = [_scene_entry(path, out, stem, job.cog) for path, stem in zip(paths, stems)]
+            outputs = [_scene_entry(path, out, stem, job) for path, stem in zip(paths, stems)]
             write_json(stage / STATE_NAME, {stem: {"scene": str(path), "key": scene_keys[stem]}
                                             for stem, path in zip(stems, paths)})
             summary["wall_s"] = round(time.perf_counter() - started, 3)
@@ -277,7 +277,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                                          summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
                                          tiles_skipped=summary["tiles_skipped"]).format())
             images = [image for path, stem in list(zip(paths, stems))[:REPORT_SCENES] if job.cog
-                      for image in prediction_quicklooks(_scene_entry(path, stage, stem, job.cog), stage / "report")]
+                      for image in prediction_quicklooks(_scene_entry(path, stage, stem, job), stage / "report")]
             summary["report"] = str(out / "report.html")
             write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
             manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
@@ -318,14 +318,18 @@ def _reusable_scenes(previous: Path | None, scene_keys: dict[str, str]) -> set[s
     return {stem for stem, key in scene_keys.items() if state.get(stem, {}).get("key") == key}
 
 
-def _scene_files(stem: str, cog: bool) -> list[str]:
-    return [f"{stem}.zarr"] + ([f"{stem}_mask.tif", f"{stem}_probabilities.tif"] if cog else [])
+def _scene_files(stem: str, job: PredictJob) -> list[str]:
+    """The names of one scene's outputs in ``out``."""
+    return [Path(f).name for key, f in _scene_entry(Path(stem), Path("."), stem, job).items() if key != "scene"]
 
 
-def _scene_entry(path: Path, out: Path, stem: str, cog: bool) -> dict[str, Any]:
+def _scene_entry(path: Path, out: Path, stem: str, job: PredictJob) -> dict[str, Any]:
+    """A scene's entry in the manifest's outputs: the scene and the paths of what was made from it."""
     entry = {"scene": str(path), "zarr": str(out / f"{stem}.zarr")}
-    if cog:
+    if job.cog:
         entry.update({"mask_cog": str(out / f"{stem}_mask.tif"), "probability_cog": str(out / f"{stem}_probabilities.tif")})
+    if job.polygons:
+        entry["polygons"] = str(out / f"{stem}_polygons.gpkg")
     return entry
 
 
@@ -357,7 +361,8 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
     """Predict ``scenes`` into ``stage`` (skipping tiles recorded as done); the work's summary figures."""
     from geoseg_batch.infer.segment import run_graph, segment_graph
     from geoseg_batch.io.cog import write_cog
-    from geoseg_batch.io.zarr_store import create_store
+    from geoseg_batch.geo.polygons import store_polygons, submit_regions
+    from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE, create_store
     from geoseg_batch.monitor import TileProgress
 
     megapixels = sum(g.shape[0] * g.shape[1] for g in grids) / 1e6
@@ -385,6 +390,10 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
     cogs_started = time.perf_counter()
     cogs = [active.submit(write_cog, stage / f"{stem}.zarr", variable, stage / f"{stem}_{variable}.tif", job.tile,
                           pure=False) for stem in stems for variable in ("mask", "probabilities")] if job.cog else []
+    regions = {stem: submit_regions(active, stage / f"{stem}.zarr", MASK_NODATA,
+                                    None if job.float_output else PROBABILITY_SCALE) for stem in stems if job.polygons}
+    for stem, chunks in regions.items():  # joined here while the COGs are written
+        store_polygons(active.gather(chunks), stage / f"{stem}.zarr", stage / f"{stem}_polygons.gpkg", stem)
     active.gather(cogs)  # all scenes' COGs side by side
     phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
               "cogs_s": round(time.perf_counter() - cogs_started, 3)}

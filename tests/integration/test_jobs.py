@@ -71,7 +71,7 @@ def test_predict_job_tiny(tmp_path, capsys):
     manifest = json.loads((tmp_path / "pred" / "manifest.json").read_text())
     assert [Path(o["scene"]).name for o in manifest["outputs"]] == ["scene_1.tif", "scene_2.tif"]
     for output in manifest["outputs"]:
-        assert all(Path(output[k]).exists() for k in ("zarr", "mask_cog", "probability_cog"))
+        assert all(Path(output[k]).exists() for k in ("zarr", "mask_cog", "probability_cog", "polygons"))
     summary = manifest["summary"]
     assert summary["tiles_total"] == summary["tiles_computed"] == 12 and summary["megapixels"] == 0.023
     assert {"wall_s", "mpx_per_s", "peak_worker_rss_bytes", "tiles_skipped"} <= set(summary)
