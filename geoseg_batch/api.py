@@ -90,9 +90,9 @@ def train(job: str | Path | TrainJob | None = None, **overrides: Any) -> JobResu
     """Train from a job (file, or TrainJob) and/or dotted overrides: ``train(data=..., out=..., **{"train.epochs": 3})``.
 
     Plain keyword names are accepted for the common options: data, out, model_type, depth,
-    base_filters, epochs, batch_size, learning_rate, loss, patience, seed, fill_nan, input_size.
+    base_filters, epochs, batch_size, learning_rate, loss, patience, seed, fill_nan, input_size, resolution_m.
     """
-    aliases = {"data": "data.path", "fill_nan": "data.fill_nan", "model_type": "model.model_type",
+    aliases = {"data": "data.path", "fill_nan": "data.fill_nan", "resolution_m": "data.resolution_m", "model_type": "model.model_type",
                "depth": "model.depth", "base_filters": "model.base_filters", "input_size": "model.input_size",
                "epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate": "train.learning_rate",
                "loss": "train.loss", "patience": "train.patience", "seed": "train.seed"}
@@ -118,7 +118,8 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
                   scene_list: str | Path | None = None, incremental: bool | None = None,
                   stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
                   batch_size: int | None = None,
-                  bands: list[str | int] | None = None, nodata: float | None = None, float_output: bool | None = None,
+                  bands: list[str | int] | None = None, nodata: float | None = None, resample: bool | None = None,
+                  float_output: bool | None = None,
                   zarr_format: int | None = None, cog: bool | None = None, polygons: bool | None = None,
                   gpu: bool | None = None, overwrite: bool | None = None, scheduler: str | None = None,
                   workers: int | None = None, client: Any | None = None) -> JobResult:
@@ -131,7 +132,8 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
     payload = merge_overrides({"kind": "predict"}, {
         "scenes": [str(p) for p in paths], "scene_list": None if scene_list is None else str(scene_list),
         "incremental": incremental, "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
-        "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "float_output": float_output,
+        "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "resample": resample,
+        "float_output": float_output,
         "zarr_format": zarr_format, "cog": cog, "polygons": polygons, "gpu": gpu, "overwrite": overwrite,
         "cluster.scheduler": scheduler, "cluster.workers": workers,
     })

@@ -38,7 +38,7 @@ def _store_options(parser: argparse.ArgumentParser, incremental: str) -> None:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "data.path": args.data, "out": args.out, "data.fill_nan": args.fill_nan,
+        "data.path": args.data, "out": args.out, "data.fill_nan": args.fill_nan, "data.resolution_m": args.resolution_m,
         "model.model_type": args.model_type, "model.depth": args.depth, "model.base_filters": args.base_filters,
         "model.input_size": args.input_size,
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.learning_rate": args.learning_rate,
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--input-size", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--fill-nan", type=float, metavar="V")
+    train.add_argument("--resolution-m", type=float, metavar="M",
+                       help="the chips' ground sampling distance in metres, recorded for predict --resample")
     _cluster_options(train)
     train.add_argument("--train-workers", type=int, metavar="N",
                        help="with --scheduler: how many of its workers each run a training process (default: all)")
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, help="tiles per forward pass (default 1; raise it on GPUs)")
     predict.add_argument("--bands", help="comma-separated band names or 1-based numbers, in the model's order")
     predict.add_argument("--nodata", type=float, help="nodata value when the file has none")
+    predict.add_argument("--resample", action="store_true", default=None,
+                         help="resample scenes (bilinear) to the bundle's training resolution first")
     predict.add_argument("--float", dest="float_output", action="store_true", default=None,
                          help="float32 probabilities (default uint8 0..250)")
     predict.add_argument("--polygons", action="store_true", default=None,
@@ -239,6 +243,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = api.predict_scene(args.scenes, args.model, args.out, scene_list=args.scene_list,
                                    incremental=args.incremental, stitch=args.stitch, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
+                                   resample=args.resample,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
                                    polygons=args.polygons, overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
         for output in result.outputs:

@@ -62,6 +62,9 @@ class DataSpec(Spec):
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     split_seed: int = 0
+    resolution_m: float | None = Field(None, gt=0, description="ground sampling distance of the chips in metres "
+                                                              "(10 for Landslide4Sense); recorded in the bundle "
+                                                              "for predict --resample")
 
     @model_validator(mode="after")
     def _fractions(self) -> DataSpec:
@@ -184,6 +187,8 @@ class PredictJob(Spec):
     batch_size: int = Field(1, ge=1, description="tiles per forward pass (same-shape windows are stacked)")
     bands: list[str | int] | None = Field(None, description="bands by name or 1-based number, in the model's order")
     nodata: float | None = Field(None, description="nodata value when the file has none")
+    resample: bool = Field(False, description="resample scenes (bilinear) to the bundle's training resolution "
+                                              "before predicting; outputs are on that grid")
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")
     zarr_format: Literal[2, 3] = 2
     cog: bool = True

@@ -151,7 +151,7 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.cluster import connect
     from geoseg_batch.config import DataSpec
     from geoseg_batch.data.pack import pack_shards
-    from geoseg_batch.data.synthetic import synth
+    from geoseg_batch.data.synthetic import SYNTHETIC_PIXEL_M, synth
     from geoseg_batch.report import prediction_quicklooks, write_run_report
 
     started = time.perf_counter()
@@ -162,8 +162,8 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     with connect(job.cluster) if client is None else contextlib.nullcontext(client) as active:
         log.info("demo: packing shards on the Dask cluster (dashboard %s)", active.dashboard_link)
         packed = pack_shards(data.chips_dir, out / "shards", chips_per_shard=64, overwrite=True, client=active)
-        train = run_train(TrainJob(name="demo", out=out / "train", data=DataSpec(path=packed.out),
-                                   model=job.model, train=job.train))
+        train = run_train(TrainJob(name="demo", out=out / "train", model=job.model, train=job.train,
+                                   data=DataSpec(path=packed.out, resolution_m=SYNTHETIC_PIXEL_M)))
         bundle = Path(train.outputs[0]["bundle"])
         evaluation = run_evaluate(EvaluateJob(model=bundle, data=packed.out, out=out / "evaluate", split="test"))
         scene_scores, images, mosaicked = {}, [], None
@@ -234,7 +234,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             f"use --tile {round_up(job.tile, multiple)}"
         )
     paths = scene_paths(job.scenes, job.scene_list)
-    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata) for p in paths]
+    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata, resample=job.resample) for p in paths]
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")

@@ -82,7 +82,8 @@ _FLAT_LAND_THINNING = 0.6  # stands in for the steepness thinning when there is 
 _NODATA = -9999.0
 _TRUTH_NODATA = 255
 _COLLAR = 0.2  # each nodata corner triangle spans this fraction of both edges (2 % of area)
-_UTM_PIXEL, _UTM_ORIGIN = 10.0, (500000.0, 5200000.0)
+SYNTHETIC_PIXEL_M = 10.0  # ground sampling distance of synthetic chips and projected scenes
+_UTM_PIXEL, _UTM_ORIGIN = SYNTHETIC_PIXEL_M, (500000.0, 5200000.0)
 _GEO_PIXEL, _GEO_ORIGIN = 0.0001, (15.03, 46.96)  # overlaps the UTM scenes: the demo mosaics both CRSs
 
 

@@ -21,6 +21,50 @@ from geoseg_batch.model.bundle import BundleMetadata
 
 
 @dataclass(frozen=True)
+class Resampled:
+    """The grid a resampled scene is read on: same CRS and origin, the bundle's pixel size, bilinear."""
+
+    shape: tuple[int, int]  # (rows, cols)
+    transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f
+
+    def warped(self, src: Any, nodata: float | None) -> Any:
+        """``src`` (an open rasterio dataset) seen on this grid: a WarpedVRT, read window by window."""
+        from affine import Affine
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        extra = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
+        return WarpedVRT(src, crs=src.crs, transform=Affine(*self.transform), height=self.shape[0],
+                         width=self.shape[1], resampling=Resampling.bilinear, **extra)
+
+
+def resampled_grid(src: Any, resolution_m: float) -> Resampled | None:
+    """The grid of ``src`` at ``resolution_m`` metres (in degrees at the scene's centre for a geographic CRS);
+    None when the scene already has that pixel size."""
+    from pyproj import CRS, Geod
+
+    transform = src.transform
+    if transform.b or transform.d:
+        raise DataError(f"{src.name}: resampling needs a north-up scene (its transform is rotated); "
+                        "warp it first, e.g. `gdalwarp IN OUT`, or drop --resample")
+    crs = CRS.from_user_input(src.crs)
+    if crs.is_geographic:
+        ellipsoid = crs.ellipsoid
+        geod = Geod(a=ellipsoid.semi_major_metre, b=ellipsoid.semi_minor_metre)
+        lon, lat = transform * (src.width / 2, src.height / 2)
+        east = geod.inv(lon - 0.5, lat, lon + 0.5, lat)[2]  # metres per degree, at the centre
+        north = geod.inv(lon, lat - 0.5, lon, lat + 0.5)[2]
+        x_size, y_size = resolution_m / east, resolution_m / north
+    else:
+        unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        x_size = y_size = resolution_m / unit
+    if abs(x_size - abs(transform.a)) <= 1e-6 * x_size and abs(y_size - abs(transform.e)) <= 1e-6 * y_size:
+        return None
+    shape = (max(1, round(src.height * abs(transform.e) / y_size)), max(1, round(src.width * abs(transform.a) / x_size)))
+    return Resampled(shape, (x_size, 0.0, transform.c, 0.0, -y_size, transform.f))
+
+
+@dataclass(frozen=True)
 class Scene:
     """A lazily opened scene and what is needed to turn its pixels into model input."""
 
@@ -30,6 +74,7 @@ class Scene:
     nodata: float | None
     scales: tuple[float, ...]
     offsets: tuple[float, ...]
+    resampled: Resampled | None = None  # the grid it is read on, when resampled to the bundle's resolution
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -94,8 +139,8 @@ def scene_paths(scenes: list[Path], scene_list: Path | None = None) -> list[Path
 
 
 def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
-               nodata: float | None = None) -> Scene:
-    """Open ``path`` lazily, checked against the bundle."""
+               nodata: float | None = None, resample: bool = False) -> Scene:
+    """Open ``path`` lazily, checked against the bundle; with ``resample``, on the bundle's resolution."""
     import rasterio
     import rioxarray
 
@@ -114,15 +159,27 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
             "e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`"
         )
     chosen = _band_choice(path, descriptions, metadata, bands)
-    data = rioxarray.open_rasterio(path, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
+    nodata = nodata if nodata is not None else file_nodata
+    resampled = None
+    if resample:
+        if metadata.resolution_m is None:
+            raise DataError(f"{path}: --resample needs the bundle's training resolution, which it does not record; "
+                            "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
+        with rasterio.open(path) as src:
+            resampled = resampled_grid(src, metadata.resolution_m)
+    source: Any = path
+    if resampled is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
+        source = resampled.warped(rasterio.open(path), nodata)
+    data = rioxarray.open_rasterio(source, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
     data = data.isel(band=[b - 1 for b in chosen])
     return Scene(
         path=path,
         data=data,
         band_indexes=chosen,
-        nodata=nodata if nodata is not None else file_nodata,
+        nodata=nodata,
         scales=tuple(float(scales[b - 1]) for b in chosen),
         offsets=tuple(float(offsets[b - 1]) for b in chosen),
+        resampled=resampled,
     )
 
 

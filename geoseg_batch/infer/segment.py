@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from geoseg_batch.geo.grid import Tile, TileGrid, Window
-from geoseg_batch.geo.scene import Scene, normalize_in_place
+from geoseg_batch.geo.scene import Resampled, Scene, normalize_in_place
 from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.io.zarr_store import ZarrTarget
 from geoseg_batch.runtime import worker_address
@@ -49,18 +49,22 @@ class SceneInput:
     scales: tuple[float, ...]
     offsets: tuple[float, ...]
     dtype: str
+    resampled: Resampled | None = None
 
     @classmethod
     def of(cls, scene: Scene) -> SceneInput:
         return cls(str(scene.path), scene.band_indexes, scene.nodata, scene.scales, scene.offsets,
-                   str(scene.data.dtype))
+                   str(scene.data.dtype), scene.resampled)
 
     def read_into(self, window: Window, out: np.ndarray) -> None:
         """Read ``window`` (inside the scene) into ``out`` (rows, cols, bands) float32, a view is fine."""
         import rasterio
 
         gdal_window = rasterio.windows.Window(window.col0, window.row0, window.shape[1], window.shape[0])
-        with rasterio.open(self.path) as src:
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(rasterio.open(self.path))
+            if self.resampled is not None:
+                src = stack.enter_context(self.resampled.warped(src, self.nodata))
             if np.dtype(self.dtype).itemsize <= 2 or self.dtype == "float32":  # exact in float32: GDAL converts
                 src.read(self.band_indexes, window=gdal_window, out=out.transpose(2, 0, 1))
             else:  # wider integers: nodata must be compared before rounding to float32

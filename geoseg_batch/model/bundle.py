@@ -41,6 +41,7 @@ class BundleMetadata:
     architecture: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    resolution_m: float | None = None  # ground sampling distance of the training chips (None: not recorded)
 
     @property
     def bands(self) -> int:

@@ -331,6 +331,7 @@ def fit(job: TrainJob, collection: ChipCollection, stats: BandStats, data_checks
         size_multiple=geometry.size_multiple,
         receptive_radius=geometry.receptive_radius,
         normalization=normalization_of(stats),
+        resolution_m=job.data.resolution_m,
         architecture={"depth": job.model.depth, "base_filters": job.model.base_filters,
                       "batch_norm": job.model.batch_norm, "dropout": job.model.dropout},
         provenance={"data": str(full.path), "data_checksum": data_checksum, "split": split,

@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 
 
 def make_bundle(path: Path, model_type: str = "unet", bands: int = 3, depth: int = 3, base_filters: int = 4,
-                classes: int = 2, seed: int = 0) -> Path:
+                classes: int = 2, seed: int = 0, resolution_m: float | None = None) -> Path:
     """A bundle around an untrained model with random BN statistics (so BN is not the identity)."""
     import keras
 
@@ -32,7 +32,7 @@ def make_bundle(path: Path, model_type: str = "unet", bands: int = 3, depth: int
         threshold=0.5, input_size=(64, 64), size_multiple=geometry.size_multiple,
         receptive_radius=geometry.receptive_radius,
         normalization={"mean": [100.0] * bands, "std": [50.0] * bands, "min": [0.0] * bands, "max": [255.0] * bands},
-        architecture={"depth": depth, "base_filters": base_filters},
+        architecture={"depth": depth, "base_filters": base_filters}, resolution_m=resolution_m,
     )
     return save_bundle(model, metadata, path)
 
