@@ -749,18 +749,23 @@ def quicklook_png(raster: Path, out_png: Path, kind: QuicklookKind, max_side: in
     return _save_png_atomic(fig, out_png)
 
 
+QUICKLOOK_SOURCES = {"scene": "scene", "probabilities": "probability_cog", "mask": "mask_cog"}  # kind: output key
+
+
 def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: int = 768,
-                          name: str | None = None) -> list[tuple[str, Path]]:
+                          name: str | None = None, kinds: tuple[str, ...] = tuple(QUICKLOOK_SOURCES)
+                          ) -> list[tuple[str, Path]]:
     """Quicklooks of one predict (or mosaic) output entry (keys ``scene``, ``mask_cog``, ``probability_cog``).
 
     Writes ``<name>_scene.png``, ``<name>_probabilities.png``, ``<name>_mask.png`` in
-    ``out_dir`` for the keys present (and not None); ``name`` defaults to the scene's file
-    stem. Returns ``(caption, png)`` pairs ready for :func:`write_run_report`.
+    ``out_dir`` for the ``kinds`` whose keys are present (and not None); ``name`` defaults to
+    the scene's file stem. Returns ``(caption, png)`` pairs ready for :func:`write_run_report`.
     """
     out_dir = Path(out_dir)
     stem = name or Path(str(output["scene"])).stem
     made: list[tuple[str, Path]] = []
-    for key, kind in (("scene", "scene"), ("probability_cog", "probabilities"), ("mask_cog", "mask")):
+    for kind in kinds:
+        key = QUICKLOOK_SOURCES[kind]
         source = output.get(key)
         if source and kind == "scene" and not _cheap_to_decimate(Path(source)):
             log.info("quicklook of %s skipped: no overviews and too large to decimate cheaply "

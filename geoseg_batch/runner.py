@@ -223,7 +223,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.io.publish import config_digest, link_tree
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory, RunSummary
-    from geoseg_batch.report import prediction_quicklooks, write_run_report
+    from geoseg_batch.report import write_run_report
 
     started = time.perf_counter()
     metadata = read_metadata(job.model)
@@ -276,13 +276,25 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             log.info("%s", RunSummary.of(len(todo), summary["tiles_total"], summary["tiles_computed"],
                                          summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
                                          tiles_skipped=summary["tiles_skipped"]).format())
-            images = [image for path, stem in list(zip(paths, stems))[:REPORT_SCENES] if job.cog
-                      for image in prediction_quicklooks(_scene_entry(path, stage, stem, job), stage / "report")]
+            entries = [_scene_entry(path, stage, stem, job) for path, stem in list(zip(paths, stems))[:REPORT_SCENES]]
+            images = _quicklooks(entries if job.cog else [], stage / "report", session and session.client)
             summary["report"] = str(out / "report.html")
             write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
             manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
                                       inputs=sums)
     return JobResult("predict", out, out / manifest.name, outputs, summary)
+
+
+def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None) -> list[tuple[str, Path]]:
+    """The report's quicklooks of predict output entries: one task per image on ``client`` (side by side),
+    else here."""
+    from geoseg_batch.report import QUICKLOOK_SOURCES, prediction_quicklooks
+
+    if client is None:
+        return [image for entry in entries for image in prediction_quicklooks(entry, out_dir)]
+    tasks = [client.submit(prediction_quicklooks, entry, out_dir, kinds=(kind,), pure=False)
+             for entry in entries for kind in QUICKLOOK_SOURCES]
+    return [image for images in client.gather(tasks) for image in images]
 
 
 def _settings(job: PredictJob | MosaicJob, **inputs: Any) -> dict[str, Any]:

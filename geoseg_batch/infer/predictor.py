@@ -22,12 +22,14 @@ PLUGIN_PREFIX = "geoseg-model-"
 
 
 class Predictor:
-    """A loaded bundle with a forward pass compiled once for any input size."""
+    """A loaded bundle with a forward pass compiled once for any input size, batch norms folded."""
 
     def __init__(self, bundle: Bundle) -> None:
+        from geoseg_batch.model.inference import inference_model
+
         self.bundle = bundle
         self.metadata = bundle.metadata
-        self._forward = _compiled_forward(bundle.model)
+        self._forward = _compiled_forward(inference_model(bundle.model))
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(n, rows, cols, channels) float32 probabilities of normalized (n, rows, cols, bands) input."""
