@@ -243,14 +243,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
     out = Path(job.out)
     with contextlib.ExitStack() as running:
-        if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
-            sums, session = checksums([job.model, *paths]), None
-        else:  # everything is predicted: start the cluster and load the model while the inputs are hashed
-            require_free(out, job.overwrite)
-            with concurrent.futures.ThreadPoolExecutor(1) as hasher:  # hashlib and file reads release the GIL
-                hashed = hasher.submit(checksums, [job.model, *paths])
-                session = running.enter_context(_model_session(job, client))
-                sums = hashed.result()
+        sums, session = _hashed_inputs(job, paths, client, running)
         model_checksum = {str(job.model): sums[str(job.model)]}
         settings = _settings(job, scenes=[], scene_list=None)
         scene_keys = {stem: config_digest(settings, {**model_checksum, "scene": sums[str(path)]})
@@ -277,12 +270,25 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                                          summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
                                          tiles_skipped=summary["tiles_skipped"]).format())
             entries = [_scene_entry(path, stage, stem, job) for path, stem in list(zip(paths, stems))[:REPORT_SCENES]]
-            images = _quicklooks(entries if job.cog else [], stage / "report", session and session.client)
+            images = _quicklooks(entries if job.cog else [], stage / "report", session.client if session else None)
             summary["report"] = str(out / "report.html")
             write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
             manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
                                       inputs=sums)
     return JobResult("predict", out, out / manifest.name, outputs, summary)
+
+
+def _hashed_inputs(job: PredictJob, paths: list[Path], client: Any | None, running: contextlib.ExitStack
+                   ) -> tuple[dict[str, str], _ModelSession | None]:
+    """Checksums of the model and scenes, and (unless ``job.incremental``) the model session on
+    ``running``, started while the inputs are hashed (hashlib and file reads release the GIL)."""
+    if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
+        return checksums([job.model, *paths]), None
+    require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
+    with concurrent.futures.ThreadPoolExecutor(1) as hasher:
+        hashed = hasher.submit(checksums, [job.model, *paths])
+        session = running.enter_context(_model_session(job, client))
+        return hashed.result(), session
 
 
 def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None) -> list[tuple[str, Path]]:
@@ -371,9 +377,9 @@ def _model_session(job: PredictJob, client: Any | None) -> Iterator[_ModelSessio
 def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: list[Any], stems: list[str],
                     stage: Path, session: _ModelSession | None, memory: Any) -> dict[str, Any]:
     """Predict ``scenes`` into ``stage`` (skipping tiles recorded as done); the work's summary figures."""
+    from geoseg_batch.geo.polygons import store_polygons, submit_regions
     from geoseg_batch.infer.segment import run_graph, segment_graph
     from geoseg_batch.io.cog import write_cog
-    from geoseg_batch.geo.polygons import store_polygons, submit_regions
     from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE, create_store
     from geoseg_batch.monitor import TileProgress
 

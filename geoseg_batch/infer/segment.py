@@ -224,8 +224,8 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     One model task per block of tiles (:func:`task_blocks`: read as one window, predicted in
     batches of ``batch_size``); ``token`` keeps task keys unique per scene. Tiles the target
     records as done are left out (resume); blocks are cut from the whole grid first, so a
-    resumed tile is batched with the same neighbours as
-    in the first attempt, less those done (with ``batch_size`` 1, forward passes are the same).
+    resumed tile is batched with the same neighbours as in the first attempt, less those done
+    (with ``batch_size`` 1, forward passes are the same).
     """
     import dask
 
