@@ -56,14 +56,20 @@ def write_scene(path: Path, shape: tuple[int, int], bands: int = 3, crs: str = "
     return path
 
 
-def whole_scene_pass(bundle: Path, scene: Path) -> np.ndarray:
-    """Probabilities (rows, cols, channels) of ONE forward pass over the scene zero-padded (normalized) to 2**depth."""
+def whole_scene_pass(bundle: Path, scene: Path, resampled=None) -> np.ndarray:
+    """Probabilities (rows, cols, channels) of ONE forward pass over the scene zero-padded (normalized) to 2**depth.
+
+    ``resampled`` (a :class:`~geoseg_batch.geo.scene.Resampled` grid): the whole scene read through it.
+    """
+    import contextlib
+
     from geoseg_batch.geo.grid import round_up
     from geoseg_batch.model.bundle import load_bundle
 
     loaded = load_bundle(bundle)
-    with rasterio.open(scene) as src:
-        raw = np.moveaxis(src.read(), 0, -1).astype(np.float32)
+    with rasterio.open(scene) as src, (resampled.warped(src, src.nodata) if resampled is not None
+                                       else contextlib.nullcontext(src)) as source:
+        raw = np.moveaxis(source.read(), 0, -1).astype(np.float32)
     normalized = loaded.metadata.normalize(raw)
     m = loaded.metadata.size_multiple
     rows, cols = normalized.shape[:2]

@@ -11,23 +11,7 @@ from rasterio.transform import from_origin
 from geoseg_batch import predict_scene
 from geoseg_batch.errors import DataError
 
-from .conftest import make_bundle, write_scene
-
-
-def _whole_resampled_pass(bundle, scene, grid) -> np.ndarray:
-    """Probabilities of ONE forward pass over the whole scene read through the same resampling."""
-    from geoseg_batch.geo.grid import round_up
-    from geoseg_batch.model.bundle import load_bundle
-
-    loaded = load_bundle(bundle)
-    with rasterio.open(scene) as src, grid.warped(src, src.nodata) as vrt:
-        raw = np.moveaxis(vrt.read(), 0, -1).astype(np.float32)
-    normalized = loaded.metadata.normalize(raw)
-    m = loaded.metadata.size_multiple
-    rows, cols = normalized.shape[:2]
-    padded = np.zeros((round_up(rows, m), round_up(cols, m), normalized.shape[-1]), np.float32)
-    padded[:rows, :cols] = normalized
-    return np.asarray(loaded.model(padded[None], training=False))[0, :rows, :cols]
+from .conftest import make_bundle, whole_scene_pass, write_scene
 
 
 def test_a_20m_scene_is_predicted_on_the_bundles_10m_grid_seamlessly(tmp_path, client):
@@ -44,7 +28,7 @@ def test_a_20m_scene_is_predicted_on_the_bundles_10m_grid_seamlessly(tmp_path, c
     assert store["mask"].shape == (140, 110) and store.rio.crs.to_epsg() == 32633
     with rasterio.open(scene) as src:
         grid = resampled_grid(src, 10.0)
-    expected = _whole_resampled_pass(bundle, scene, grid)[..., 0]
+    expected = whole_scene_pass(bundle, scene, resampled=grid)[..., 0]
     assert np.abs(store["probabilities"].values[0] - expected).max() <= 1e-4
     with rasterio.open(result.outputs[0]["mask_cog"]) as cog:
         assert cog.transform == from_origin(500000, 5200000, 10, 10) and cog.shape == (140, 110)
