@@ -243,8 +243,9 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     grids = [TileGrid.for_model(s.shape, job.tile, halo, multiple) for s in scenes]
     out = Path(job.out)
     with contextlib.ExitStack() as running:
-        sums, session = _hashed_inputs(job, paths, client, running)
-        model_checksum = {str(job.model): sums[str(job.model)]}
+        model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
+        model_digest = model_checksum[str(job.model)]
+        sums, session = _hashed_inputs(job, paths, model_digest, client, running)
         settings = _settings(job, scenes=[], scene_list=None)
         scene_keys = {stem: config_digest(settings, {**model_checksum, "scene": sums[str(path)]})
                       for stem, path in zip(stems, paths)}
@@ -257,7 +258,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                         link_tree(previous / name, stage / name)
             todo = [n for n, stem in enumerate(stems) if stem not in reused]
             if todo and session is None:
-                session = running.enter_context(_model_session(job, client))
+                session = running.enter_context(_model_session(job, model_digest, client))
             summary = {"scenes": len(scenes), "scenes_predicted": len(todo), "scenes_reused": len(reused),
                        **_predict_scenes(job, metadata, [scenes[n] for n in todo], [grids[n] for n in todo],
                                          [stems[n] for n in todo], stage, session, memory)}
@@ -274,20 +275,20 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             summary["report"] = str(out / "report.html")
             write_run_report(stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
             manifest = write_manifest(stage, command="predict", outputs=outputs, summary=summary, config=resolved(job),
-                                      inputs=sums)
+                                      inputs={**model_checksum, **sums})
     return JobResult("predict", out, out / manifest.name, outputs, summary)
 
 
-def _hashed_inputs(job: PredictJob, paths: list[Path], client: Any | None, running: contextlib.ExitStack
-                   ) -> tuple[dict[str, str], _ModelSession | None]:
-    """Checksums of the model and scenes, and (unless ``job.incremental``) the model session on
-    ``running``, started while the inputs are hashed (hashlib and file reads release the GIL)."""
+def _hashed_inputs(job: PredictJob, paths: list[Path], model_digest: str, client: Any | None,
+                   running: contextlib.ExitStack) -> tuple[dict[str, str], _ModelSession | None]:
+    """Checksums of the scenes, and (unless ``job.incremental``) the model session on ``running``,
+    started while the scenes are hashed (hashlib and file reads release the GIL)."""
     if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
-        return checksums([job.model, *paths]), None
+        return checksums(paths), None
     require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
     with concurrent.futures.ThreadPoolExecutor(1) as hasher:
-        hashed = hasher.submit(checksums, [job.model, *paths])
-        session = running.enter_context(_model_session(job, client))
+        hashed = hasher.submit(checksums, paths)
+        session = running.enter_context(_model_session(job, model_digest, client))
         return hashed.result(), session
 
 
@@ -362,15 +363,15 @@ class _ModelSession:
 
 
 @contextlib.contextmanager
-def _model_session(job: PredictJob, client: Any | None) -> Iterator[_ModelSession]:
-    """``client`` (or a cluster started from ``job.cluster``, closed on exit) with the model registered."""
+def _model_session(job: PredictJob, model_digest: str, client: Any | None) -> Iterator[_ModelSession]:
+    """``client`` (or a cluster started from ``job.cluster``, closed on exit) with the model (whose
+    checksum is ``model_digest``) registered."""
     from geoseg_batch.cluster import connect
     from geoseg_batch.infer.predictor import register_model
-    from geoseg_batch.io.publish import sha256_file
 
     started = time.perf_counter()
     with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
-        ref = register_model(active, job.model, f"sha256:{sha256_file(job.model)}")
+        ref = register_model(active, job.model, model_digest)
         yield _ModelSession(active, ref, job.gpu if job.gpu is not None else _cluster_has_gpu(active), started)
 
 
