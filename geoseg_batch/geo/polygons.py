@@ -149,15 +149,14 @@ def region_table(chunks: list[ChunkRegions], class_names: tuple[str, ...], crs: 
 
 def _areas_m2(geometries: list[Any], crs: Any) -> np.ndarray:
     """Square metres: planar in a projected CRS (scaled by its linear unit), geodesic in a geographic one."""
-    from pyproj import CRS, Geod
+    from pyproj import CRS
 
-    crs = CRS.from_user_input(crs)
-    if crs.is_geographic:
-        geod = Geod(ellps="WGS84") if crs.ellipsoid is None else Geod(
-            a=crs.ellipsoid.semi_major_metre, b=crs.ellipsoid.semi_minor_metre)
+    from geoseg_batch.geo.measure import ellipsoid_geod, metres_per_unit
+
+    if CRS.from_user_input(crs).is_geographic:
+        geod = ellipsoid_geod(crs)
         return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geometries], np.float64)
-    unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return np.array([g.area for g in geometries], np.float64) * unit ** 2
+    return np.array([g.area for g in geometries], np.float64) * metres_per_unit(crs) ** 2
 
 
 def write_polygons(table: Any, path: Path | str, layer: str) -> Path:

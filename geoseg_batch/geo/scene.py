@@ -41,7 +41,9 @@ class Resampled:
 def resampled_grid(src: Any, resolution_m: float) -> Resampled | None:
     """The grid of ``src`` at ``resolution_m`` metres (in degrees at the scene's centre for a geographic CRS);
     None when the scene already has that pixel size."""
-    from pyproj import CRS, Geod
+    from pyproj import CRS
+
+    from geoseg_batch.geo.measure import ellipsoid_geod, metres_per_unit
 
     transform = src.transform
     if transform.b or transform.d:
@@ -49,15 +51,13 @@ def resampled_grid(src: Any, resolution_m: float) -> Resampled | None:
                         "warp it first, e.g. `gdalwarp IN OUT`, or drop --resample")
     crs = CRS.from_user_input(src.crs)
     if crs.is_geographic:
-        ellipsoid = crs.ellipsoid
-        geod = Geod(a=ellipsoid.semi_major_metre, b=ellipsoid.semi_minor_metre)
+        geod = ellipsoid_geod(crs)
         lon, lat = transform * (src.width / 2, src.height / 2)
         east = geod.inv(lon - 0.5, lat, lon + 0.5, lat)[2]  # metres per degree, at the centre
         north = geod.inv(lon, lat - 0.5, lon, lat + 0.5)[2]
         x_size, y_size = resolution_m / east, resolution_m / north
     else:
-        unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-        x_size = y_size = resolution_m / unit
+        x_size = y_size = resolution_m / metres_per_unit(crs)
     if abs(x_size - abs(transform.a)) <= 1e-6 * x_size and abs(y_size - abs(transform.e)) <= 1e-6 * y_size:
         return None
     shape = (max(1, round(src.height * abs(transform.e) / y_size)), max(1, round(src.width * abs(transform.a) / x_size)))
