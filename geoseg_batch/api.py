@@ -92,8 +92,8 @@ def train(job: str | Path | TrainJob | None = None, **overrides: Any) -> JobResu
     Plain keyword names are accepted for the common options: data, out, model_type, depth,
     base_filters, epochs, batch_size, learning_rate, loss, patience, seed, fill_nan, input_size, resolution_m.
     """
-    aliases = {"data": "data.path", "fill_nan": "data.fill_nan", "resolution_m": "data.resolution_m", "model_type": "model.model_type",
-               "depth": "model.depth", "base_filters": "model.base_filters", "input_size": "model.input_size",
+    aliases = {"data": "data.path", "fill_nan": "data.fill_nan", "resolution_m": "data.resolution_m",
+               "model_type": "model.model_type", "depth": "model.depth", "base_filters": "model.base_filters", "input_size": "model.input_size",
                "epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate": "train.learning_rate",
                "loss": "train.loss", "patience": "train.patience", "seed": "train.seed"}
     dotted = {aliases.get(k, k): (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}

@@ -245,7 +245,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                    overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
                                    resample=args.resample,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
-                                   polygons=args.polygons, overwrite=args.overwrite, scheduler=args.scheduler, workers=args.workers)
+                                   polygons=args.polygons, overwrite=args.overwrite, scheduler=args.scheduler,
+                                   workers=args.workers)
         for output in result.outputs:
             print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
         summary = result.summary

@@ -268,7 +268,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             summary["wall_s"] = round(time.perf_counter() - started, 3)
             summary["mpx_per_s"] = round(summary["megapixels"] / summary["wall_s"], 4)
             log.info("%s", RunSummary.of(len(todo), summary["tiles_total"], summary["tiles_computed"],
-                                         summary["megapixels"], summary["wall_s"], summary["peak_worker_rss_bytes"] or None,
+                                         summary["megapixels"], summary["wall_s"],
+                                         summary["peak_worker_rss_bytes"] or None,
                                          tiles_skipped=summary["tiles_skipped"]).format())
             entries = [_scene_entry(path, stage, stem, job) for path, stem in list(zip(paths, stems))[:REPORT_SCENES]]
             images = _quicklooks(entries if job.cog else [], stage / "report", session.client if session else None)
@@ -346,7 +347,8 @@ def _scene_entry(path: Path, out: Path, stem: str, job: PredictJob) -> dict[str,
     """A scene's entry in the manifest's outputs: the scene and the paths of what was made from it."""
     entry = {"scene": str(path), "zarr": str(out / f"{stem}.zarr")}
     if job.cog:
-        entry.update({"mask_cog": str(out / f"{stem}_mask.tif"), "probability_cog": str(out / f"{stem}_probabilities.tif")})
+        entry.update({"mask_cog": str(out / f"{stem}_mask.tif"),
+                      "probability_cog": str(out / f"{stem}_probabilities.tif")})
     if job.polygons:
         entry["polygons"] = str(out / f"{stem}_polygons.gpkg")
     return entry
