@@ -395,13 +395,15 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
     if not scenes or session is None:
         return figures  # nothing new: no cluster, no model
     active, ref, gpu = session.client, session.ref, session.gpu
-    graphs, resumed = [], 0
+    graphs, resumed, tiles_before = [], 0, 0
+    lanes = _model_lanes(active, gpu)
     for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
         target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
                               job.float_output, job.zarr_format, done_dir=stage / ".done" / stem)
         resumed += len(target.done_tiles())
         graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}",
-                                    batch_size=job.batch_size))
+                                    batch_size=job.batch_size, lanes=lanes, priority=-tiles_before))
+        tiles_before += len(grid.tiles())  # a scene's model tasks queue after the previous scene's
     log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(scenes),
              tiles_total, resumed, job.stitch, job.tile, grids[0].halo, active.dashboard_link)
     tiles_started = time.perf_counter()
@@ -432,6 +434,14 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
     figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or _worker_memory(active)
     figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
     return figures
+
+
+def _model_lanes(client: Any, gpu: bool) -> int:
+    """How many model tasks ``client``'s cluster runs at once: its worker threads, or its GPUs."""
+    workers = client.scheduler_info()["workers"].values()
+    if gpu:
+        return max(1, int(sum(w.get("resources", {}).get("GPU", 0) for w in workers)))
+    return max(1, sum(w["nthreads"] for w in workers))
 
 
 def prediction_stores(predictions: list[Path]) -> dict[str, tuple[Path, str]]:

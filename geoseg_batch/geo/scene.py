@@ -191,16 +191,27 @@ def normalize_in_place(values: np.ndarray, scene: Any, metadata: BundleMetadata,
     normalized mean. Pixel-major because that is the model's layout and, for pixel-interleaved
     files, GDAL's fast path: no transpose, no temporary scene-window copies.
     """
+    rows, cols, bands = values.shape
     std = np.maximum(np.asarray(metadata.normalization["std"], np.float32), np.float32(1e-6))
     gain = np.asarray(scene.scales, np.float32) / std
     bias = (np.asarray(scene.offsets, np.float32) - np.asarray(metadata.normalization["mean"], np.float32)) / std
-    invalid = np.zeros(values.shape[:2], bool)
+    invalid = np.zeros((rows, cols), bool)
     if scene.nodata is not None and not np.isnan(scene.nodata):  # NaN nodata: caught as non-finite
         invalid |= (values == np.float32(scene.nodata)).any(axis=-1)
-    values *= gain
-    values += bias
-    if float_source:
-        invalid |= ~np.isfinite(values).all(axis=-1)
+    # A row of pixels is contiguous: the affine map over it runs as one long loop, not one per pixel.
+    pixel_rows = _pixel_rows(values)
+    pixel_rows *= np.tile(gain, cols)
+    pixel_rows += np.tile(bias, cols)
+    if float_source:  # a band sum is finite exactly when every band is (or it overflows: garbage anyway)
+        invalid |= ~np.isfinite(values @ np.ones(bands, np.float32))
     if invalid.any():
         values[invalid] = 0.0
     return ~invalid
+
+
+def _pixel_rows(values: np.ndarray) -> np.ndarray:
+    """(rows, cols * bands) view of pixel-major ``values`` whose (cols, bands) planes are contiguous."""
+    rows, cols, bands = values.shape
+    if values.strides[1:] != (bands * values.itemsize, values.itemsize):
+        raise ValueError(f"values must have contiguous pixel rows, got strides {values.strides}")
+    return np.lib.stride_tricks.as_strided(values, (rows, cols * bands), (values.strides[0], values.itemsize))
