@@ -93,7 +93,8 @@ def train(job: str | Path | TrainJob | None = None, **overrides: Any) -> JobResu
     base_filters, epochs, batch_size, learning_rate, loss, patience, seed, fill_nan, input_size, resolution_m.
     """
     aliases = {"data": "data.path", "fill_nan": "data.fill_nan", "resolution_m": "data.resolution_m",
-               "model_type": "model.model_type", "depth": "model.depth", "base_filters": "model.base_filters", "input_size": "model.input_size",
+               "model_type": "model.model_type", "depth": "model.depth", "base_filters": "model.base_filters",
+               "input_size": "model.input_size",
                "epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate": "train.learning_rate",
                "loss": "train.loss", "patience": "train.patience", "seed": "train.seed"}
     dotted = {aliases.get(k, k): (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}

@@ -374,7 +374,7 @@ def _model_session(job: PredictJob, model_digest: str, client: Any | None) -> It
     started = time.perf_counter()
     with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
         ref = register_model(active, job.model, model_digest)
-        yield _ModelSession(active, ref, job.gpu if job.gpu is not None else _cluster_has_gpu(active), started)
+        yield _ModelSession(active, ref, job.gpu if job.gpu is not None else _cluster_gpus(active) > 0, started)
 
 
 def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: list[Any], stems: list[str],
@@ -438,10 +438,9 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
 
 def _model_lanes(client: Any, gpu: bool) -> int:
     """How many model tasks ``client``'s cluster runs at once: its worker threads, or its GPUs."""
-    workers = client.scheduler_info()["workers"].values()
     if gpu:
-        return max(1, int(sum(w.get("resources", {}).get("GPU", 0) for w in workers)))
-    return max(1, sum(w["nthreads"] for w in workers))
+        return max(1, int(_cluster_gpus(client)))
+    return max(1, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
 
 
 def prediction_stores(predictions: list[Path]) -> dict[str, tuple[Path, str]]:
@@ -593,8 +592,9 @@ def _worker_memory(client: Any) -> int:
     return sum(int(w.get("metrics", {}).get("memory", 0)) for w in client.scheduler_info()["workers"].values())
 
 
-def _cluster_has_gpu(client: Any) -> bool:
-    return any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
+def _cluster_gpus(client: Any) -> float:
+    """GPUs the cluster's workers advertise (their resource GPU, summed)."""
+    return float(sum(w.get("resources", {}).get("GPU", 0) for w in client.scheduler_info()["workers"].values()))
 
 
 RUNNERS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "mosaic": run_mosaic,

@@ -60,7 +60,8 @@ def resampled_grid(src: Any, resolution_m: float) -> Resampled | None:
         x_size = y_size = resolution_m / metres_per_unit(crs)
     if abs(x_size - abs(transform.a)) <= 1e-6 * x_size and abs(y_size - abs(transform.e)) <= 1e-6 * y_size:
         return None
-    shape = (max(1, round(src.height * abs(transform.e) / y_size)), max(1, round(src.width * abs(transform.a) / x_size)))
+    shape = (max(1, round(src.height * abs(transform.e) / y_size)),
+             max(1, round(src.width * abs(transform.a) / x_size)))
     return Resampled(shape, (x_size, 0.0, transform.c, 0.0, -y_size, transform.f))
 
 

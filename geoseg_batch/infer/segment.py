@@ -297,6 +297,7 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
                   for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)}
     batches = [kept for block in task_blocks(every_tile, batch_size, lanes)
                if (kept := [t for t in block if t.index in needed])]
+
     def model_task(batch: list[Tile]) -> Any:
         key = f"predict-{token}-{_label(batch)}"
         if stitch == "exact":
