@@ -190,12 +190,12 @@ def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:
                 (k % per_row) * tile, (k // per_row) * tile, tile, tile)), 0, -1)) for k in range(count)]
             tiles = [np.nan_to_num(t) for t in tiles]
             predictor = Predictor(bundle)
-            predictor.probabilities(np.stack(tiles[:batch]))  # trace once
+            predictor.probabilities(tiles[:batch])  # trace once
             passes = []
             for _ in range(RAW_PASSES):  # the median pass: one short pass is at the mercy of a noisy machine
                 started = time.perf_counter()
                 for k in range(0, count, batch):
-                    predictor.probabilities(np.stack(tiles[k:k + batch]))
+                    predictor.probabilities(tiles[k:k + batch])
                 passes.append(time.perf_counter() - started)
             seconds = statistics.median(passes)
             pixels = count * tile * tile

@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,9 @@ from geoseg_batch.errors import ConfigError, GeosegError
 from geoseg_batch.runtime import available_cores
 
 log = logging.getLogger(__name__)
+
+MODEL_WORKER_IMPORTS = ("geoseg_batch.model.inference", "geoseg_batch.infer.predictor", "geoseg_batch.infer.segment")
+"""What workers that run models import (TensorFlow among it); for :func:`connect`'s ``worker_imports``."""
 
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
 """The embedded cluster's dashboard: loopback only, on a free port (runs side by side never collide)."""
@@ -41,9 +45,11 @@ class ClusterUnreachableError(GeosegError, ConnectionError):
 
 
 @contextlib.contextmanager
-def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
+def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = ()) -> Iterator[Any]:
     """A Client on ``spec.scheduler``, or on a LocalCluster of ``spec.workers`` processes (default: one per core).
 
+    ``worker_imports``: modules the embedded cluster's CPU workers will need (e.g.
+    :data:`MODEL_WORKER_IMPORTS`), imported once and inherited (:func:`_workers_forked_with`).
     Logs the dashboard and metrics links once connected, and warns when the dashboard is
     reachable beyond localhost.
     """
@@ -74,10 +80,36 @@ def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
         # GPU=1, which is what predict's model tasks ask for.
         cluster = LocalCUDACluster(n_workers=gpus, resources={"GPU": 1}, **options)
     else:
-        cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True, **options)
+        with _workers_forked_with(worker_imports) if worker_imports else contextlib.nullcontext():
+            cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True, **options)
     with cluster, Client(cluster) as client:
         _announce_embedded(client, cluster, dashboard_address)
         yield client
+
+
+@contextlib.contextmanager
+def _workers_forked_with(modules: tuple[str, ...]) -> Iterator[None]:
+    """While open, new local workers are forked from a server that imported ``modules`` once.
+
+    Spawned, each worker imports TensorFlow itself (~3 CPU-s, most of a worker's start-up)
+    while the cores are needed for hashing the inputs; the fork server imports it once and
+    runs no op, so its children start clean. The server is started with the first worker
+    and kept for this process's later clusters, with the modules it was started with.
+    A worker restarted later (after a crash) is spawned as usual. Not for GPU workers: a
+    CUDA library must not be initialized before a fork.
+    """
+    import multiprocessing
+
+    import dask
+    from distributed.utils import get_mp_context
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the server imports TF with this environment
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context().set_forkserver_preload(["distributed", *modules])  # after Dask's own (set once)
+        yield
 
 
 def gpu_workers(spec: ClusterSpec) -> int:

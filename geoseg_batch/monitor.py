@@ -291,25 +291,34 @@ class PeakMemory:
     """Context manager: ``peak_tree_bytes`` and ``peak_children_bytes`` after the block."""
 
     interval_s: float = 0.1
+    tree_interval_s: float = 1.0  # how often the list of descendants is refreshed
     peak_tree_bytes: int = 0
     peak_children_bytes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _children: list[psutil.Process] = field(default_factory=list, repr=False)
+    _listed_at: float = field(default=-math.inf, repr=False)
 
-    def sample(self) -> None:
+    def sample(self, relist: bool = True) -> None:
+        """Add one reading; ``relist``: look for new descendants first, else reuse the list."""
         me = psutil.Process()
+        now = time.monotonic()
+        # Listing descendants scans every process on the machine (~100x a reading of one),
+        # and a new worker starts small, so the list is refreshed about once a second.
+        if relist or now - self._listed_at >= self.tree_interval_s:
+            self._children, self._listed_at = me.children(recursive=True), now
         children = 0
-        for child in me.children(recursive=True):
+        for child in self._children:
             try:
                 children += child.memory_info().rss
-            except psutil.Error:  # exited between listing and reading
+            except psutil.Error:  # exited since it was listed
                 pass
         self.peak_children_bytes = max(self.peak_children_bytes, children)
         self.peak_tree_bytes = max(self.peak_tree_bytes, me.memory_info().rss + children)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.sample()
+            self.sample(relist=False)
 
     def __enter__(self) -> PeakMemory:
         self.sample()

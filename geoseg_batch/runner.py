@@ -148,7 +148,7 @@ def run_evaluate(job: EvaluateJob, client: Any | None = None) -> JobResult:
 def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     """Synthetic chips -> shards (on Dask) -> train -> evaluate -> predict the synthetic scenes (on Dask)
     -> mosaic them onto one grid -> one HTML report of it all."""
-    from geoseg_batch.cluster import connect
+    from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, connect
     from geoseg_batch.config import DataSpec
     from geoseg_batch.data.pack import pack_shards
     from geoseg_batch.data.synthetic import SYNTHETIC_PIXEL_M, synth
@@ -159,7 +159,7 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     log.info("demo: synthesizing %d chips (%dx%d, %d bands) and %d scenes in %s",
              job.chips, job.size, job.size, job.bands, job.scenes, out / "data")
     data = synth(out / "data", chips=job.chips, bands=job.bands, size=job.size, scenes=job.scenes, seed=job.seed)
-    with connect(job.cluster) if client is None else contextlib.nullcontext(client) as active:
+    with connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client) as active:
         log.info("demo: packing shards on the Dask cluster (dashboard %s)", active.dashboard_link)
         packed = pack_shards(data.chips_dir, out / "shards", chips_per_shard=64, overwrite=True, client=active)
         train = run_train(TrainJob(name="demo", out=out / "train", model=job.model, train=job.train,
@@ -368,11 +368,11 @@ class _ModelSession:
 def _model_session(job: PredictJob, model_digest: str, client: Any | None) -> Iterator[_ModelSession]:
     """``client`` (or a cluster started from ``job.cluster``, closed on exit) with the model (whose
     checksum is ``model_digest``) registered."""
-    from geoseg_batch.cluster import connect
+    from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, connect
     from geoseg_batch.infer.predictor import register_model
 
     started = time.perf_counter()
-    with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
+    with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
         ref = register_model(active, job.model, model_digest)
         yield _ModelSession(active, ref, job.gpu if job.gpu is not None else _cluster_gpus(active) > 0, started)
 
@@ -563,13 +563,13 @@ def _chunks_to_rewrite(previous: Path | None, grid: Any, keys: dict[str, str],
 
 def run_pipeline(job: PipelineJob, client: Any | None = None) -> JobResult:
     """Run the steps in order on one cluster; a record of the run is added to ``out/history/``."""
-    from geoseg_batch.cluster import connect
+    from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, connect
 
     started = time.perf_counter()
     out = Path(job.out)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     steps: list[dict[str, Any]] = []
-    with (connect(job.cluster) if client is None else contextlib.nullcontext(client)) as active:
+    with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
         for number, step in enumerate(job.steps):
             log.info("pipeline %s: step %d/%d: %s %s", job.name, number + 1, len(job.steps), step.kind, step.name)
             result = run_job(step, active)

@@ -248,6 +248,27 @@ def test_unreachable_scheduler_is_one_line_after_the_timeout():
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.cluster
+def test_model_workers_start_with_tensorflow_imported_and_come_back_after_a_kill():
+    import signal
+
+    def imported() -> bool:
+        return "tensorflow" in sys.modules and "geoseg_batch.infer.segment" in sys.modules
+
+    with connect(ClusterSpec(workers=2), cluster_module.MODEL_WORKER_IMPORTS) as client:
+        assert all(client.run(imported).values())  # inherited from the fork server, before any task
+        victim = sorted(client.run(os.getpid).values())[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the nanny starts a new worker (spawned, as Dask does by default)
+            pids = set(client.run(os.getpid, on_error="ignore").values())
+            if len(pids) == 2 and victim not in pids:
+                break
+            time.sleep(0.2)
+        assert len(pids) == 2 and victim not in pids
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
+
+
 # --------------------------------------------------------------------------- live dashboard
 
 

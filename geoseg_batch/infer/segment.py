@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ class SceneInput:
 
         src = _open_scenes.dataset(self)
         gdal_window = rasterio.windows.Window(window.col0, window.row0, window.shape[1], window.shape[0])
-        with rasterio.Env(GDAL_CACHEMAX=_block_cache_bytes(src, window, self.resampled is not None)):
+        with _gdal_block_cache(_block_cache_bytes(src, window, self.resampled is not None)):
             if np.dtype(self.dtype).itemsize <= 2 or self.dtype == "float32":  # exact in float32: GDAL converts
                 src.read(self.band_indexes, window=gdal_window, out=out.transpose(2, 0, 1))
             else:  # wider integers: nodata must be compared before rounding to float32
@@ -108,6 +109,24 @@ class _OpenScenes(threading.local):
 
 
 _open_scenes = _OpenScenes()
+
+
+@contextlib.contextmanager
+def _gdal_block_cache(nbytes: int) -> Iterator[None]:
+    """GDAL's (process-wide) block cache capped at ``nbytes`` while open, then as it was.
+
+    Set and restored by hand: ``rasterio.Env(GDAL_CACHEMAX=...)`` can leave its value in
+    force after it closes, and a worker's later reads (quicklooks, COGs, mosaics) then
+    decode blocks several times over.
+    """
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    set_gdal_config("GDAL_CACHEMAX", nbytes)
+    try:
+        yield
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", before)
 
 
 def _block_cache_bytes(src: Any, window: Window, resampled: bool) -> int:
@@ -168,7 +187,7 @@ def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray]
     for same_shape in by_shape.values():
         for start in range(0, len(same_shape), batch_size):
             numbers = same_shape[start:start + batch_size]
-            batch = predictor.probabilities(np.stack([windows[n] for n in numbers]))
+            batch = predictor.probabilities([windows[n] for n in numbers])
             for n, probabilities in zip(numbers, batch):
                 results[n] = probabilities
     return results

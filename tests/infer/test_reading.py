@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import rasterio
@@ -49,3 +51,17 @@ def test_a_scene_rewritten_in_place_is_read_afresh(tmp_path):
     assert not np.array_equal(first, second)
     inputs.read_into(window, out)
     np.testing.assert_array_equal(out, np.moveaxis(second, 0, -1))
+
+
+
+def test_a_read_leaves_gdal_s_block_cache_as_it_found_it(tmp_path):
+    path = write_scene(tmp_path / "scene.tif", (100, 120), dtype="float32", seed=1)
+    show = "from rasterio.env import get_gdal_config; print(get_gdal_config('GDAL_CACHEMAX'))"
+    read = ("import numpy as np; from geoseg_batch.geo.grid import Window; from geoseg_batch.infer.segment import "
+            f"SceneInput; SceneInput({str(path)!r}, (1, 2, 3), None, (1.0,) * 3, (0.0,) * 3, 'float32')"
+            ".read_into(Window(0, 40, 0, 30), np.empty((40, 30, 3), np.float32)); ")
+    # Fresh processes: asking for the value first would hide the fault, which needs a read to come first.
+    default, after = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+                      for code in (show, read + show))
+    # The read's small cap, left in force, made a worker's later quicklooks and COGs decode blocks again and again.
+    assert after == default
