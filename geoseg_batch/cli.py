@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
+from geoseg_batch.config import LossName, MergeRule, ModelType, ResamplingMethod, SplitName, StitchMode
 from geoseg_batch.errors import GeosegError
 
 PROG = "geoseg-batch"
@@ -86,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("job", nargs="?", help="train job YAML (options below override it)")
     train.add_argument("--data", help="Landslide4Sense directory or shard directory")
     train.add_argument("--out")
-    train.add_argument("--model-type", choices=("unet", "attention_unet"))
+    train.add_argument("--model-type", choices=get_args(ModelType))
     train.add_argument("--epochs", type=int)
     train.add_argument("--base-filters", type=int)
     train.add_argument("--depth", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--learning-rate", type=float)
-    train.add_argument("--loss", choices=("dice", "bce_dice", "focal_tversky"))
+    train.add_argument("--loss", choices=get_args(LossName))
     train.add_argument("--patience", type=int)
     train.add_argument("--input-size", type=int)
     train.add_argument("--seed", type=int)
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="model bundle (.keras)")
     evaluate.add_argument("--data", required=True, help="Landslide4Sense directory or shard directory")
     evaluate.add_argument("--out", required=True)
-    evaluate.add_argument("--split", choices=("all", "train", "val", "test"),
+    evaluate.add_argument("--split", choices=get_args(SplitName),
                           help="all chips (default) or the bundle's own split")
     evaluate.add_argument("--batch-size", type=int)
     evaluate.add_argument("--fill-nan", type=float, metavar="V")
@@ -117,14 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--scene-list", metavar="FILE", help="a text file of scene paths, one per line")
     predict.add_argument("--model", required=True, help="model bundle (.keras)")
     predict.add_argument("--out", required=True)
-    predict.add_argument("--stitch", choices=("exact", "blend"), help="exact (default): equals a whole-scene pass")
+    predict.add_argument("--stitch", choices=get_args(StitchMode), help="exact (default): equals a whole-scene pass")
     predict.add_argument("--tile", type=int, help="tile size, a multiple of the model's 2**depth (default 512)")
     predict.add_argument("--overlap", type=int, help="blend overlap in pixels (default: half the receptive radius)")
     predict.add_argument("--batch-size", type=int, help="tiles per forward pass (default 1; raise it on GPUs)")
     predict.add_argument("--bands", help="comma-separated band names or 1-based numbers, in the model's order")
     predict.add_argument("--nodata", type=float, help="nodata value when the file has none")
     predict.add_argument("--resample", action="store_true", default=None,
-                         help="resample scenes (bilinear) to the bundle's training resolution first")
+                         help="resample scenes to the bundle's training resolution first")
+    predict.add_argument("--resampling", choices=get_args(ResamplingMethod),
+                         help="--resample's kernel (default bilinear): the one the training data was resampled with")
     predict.add_argument("--float", dest="float_output", action="store_true", default=None,
                          help="float32 probabilities (default uint8 0..250)")
     predict.add_argument("--polygons", action="store_true", default=None,
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     mosaic.add_argument("--resolution", type=float, help="pixel size in target CRS units (default: the finest)")
     mosaic.add_argument("--bounds", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
                         help="target bounds in target CRS units (default: the union of the scenes)")
-    mosaic.add_argument("--merge", choices=("max", "first", "mean"),
+    mosaic.add_argument("--merge", choices=get_args(MergeRule),
                         help="max (default): most confident scene; first: first given; mean: edge-distance weighted")
     mosaic.add_argument("--chunk", type=int, help="chunk and COG block size in pixels (default 512)")
     _store_options(mosaic, incremental="rewrite only chunks touched by new, changed or removed scenes since the "
@@ -173,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_predict.add_argument("--json", required=True, metavar="FILE")
     bench_predict.add_argument("--megapixels", type=float, default=64.0)
     bench_predict.add_argument("--tile", type=int, default=512)
-    bench_predict.add_argument("--stitch", choices=("exact", "blend"), default="blend")
+    bench_predict.add_argument("--stitch", choices=get_args(StitchMode), default="blend")
     bench_predict.add_argument("--bands", type=int, default=14)
     bench_predict.add_argument("--depth", type=int, default=4)
     bench_predict.add_argument("--base-filters", type=int, default=16)
@@ -243,7 +246,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = api.predict_scene(args.scenes, args.model, args.out, scene_list=args.scene_list,
                                    incremental=args.incremental, stitch=args.stitch, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
-                                   resample=args.resample,
+                                   resample=args.resample, resampling=args.resampling,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
                                    polygons=args.polygons, overwrite=args.overwrite, scheduler=args.scheduler,
                                    workers=args.workers)

@@ -23,6 +23,8 @@ from geoseg_batch.errors import ConfigError, MissingInputError
 ModelType = Literal["unet", "attention_unet"]
 LossName = Literal["dice", "bce_dice", "focal_tversky"]
 SplitName = Literal["all", "train", "val", "test"]
+StitchMode = Literal["exact", "blend"]
+ResamplingMethod = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]  # GDAL warp kernels
 
 
 class Spec(BaseModel):
@@ -181,14 +183,16 @@ class PredictJob(Spec):
     scene_list: Path | None = Field(None, description="a text file of scene paths, one per line (relative to it)")
     model: Path
     out: Path
-    stitch: Literal["exact", "blend"] = "exact"
+    stitch: StitchMode = "exact"
     tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
     overlap: int | None = Field(None, ge=0, description="blend overlap (default: half the receptive radius)")
     batch_size: int = Field(1, ge=1, description="tiles per forward pass (same-shape windows are stacked)")
     bands: list[str | int] | None = Field(None, description="bands by name or 1-based number, in the model's order")
     nodata: float | None = Field(None, description="nodata value when the file has none")
-    resample: bool = Field(False, description="resample scenes (bilinear) to the bundle's training resolution "
-                                              "before predicting; outputs are on that grid")
+    resample: bool = Field(False, description="resample scenes to the bundle's training resolution before "
+                                              "predicting; outputs are on that grid")
+    resampling: ResamplingMethod = Field("bilinear", description="the resample kernel: match the one the training "
+                                                                 "data was resampled with")
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")
     zarr_format: Literal[2, 3] = 2
     cog: bool = True
@@ -204,6 +208,13 @@ class PredictJob(Spec):
     def _some_scenes(self) -> PredictJob:
         if not self.scenes and self.scene_list is None:
             raise ValueError("no scenes: give scenes (files or glob patterns) or scene_list (a file of paths)")
+        return self
+
+    @model_validator(mode="after")
+    def _resampling_needs_resample(self) -> PredictJob:
+        if self.resampling != "bilinear" and not self.resample:
+            raise ValueError(f"resampling: got {self.resampling!r} without resample, where it has no effect; "
+                             "add resample: true (--resample) or drop resampling")
         return self
 
 

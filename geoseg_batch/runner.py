@@ -234,7 +234,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             f"use --tile {round_up(job.tile, multiple)}"
         )
     paths = scene_paths(job.scenes, job.scene_list)
-    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata, resample=job.resample) for p in paths]
+    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata, resample=job.resample,
+                         resampling=job.resampling) for p in paths]
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")

@@ -39,6 +39,8 @@ def test_validate_reports_unknown_key_with_suggestion(tmp_path, capsys):
     ("kind: pipeline\nout: h\nsteps:\n  - {kind: predict, scenes: [a.tif], model: m, out: p}\n"
      "  - {kind: mosaic, predictions: [p], out: p/mosaic}\n", "overlap; give each step its own output directory"),
     ("kind: mosaic\npredictions: [p]\nout: m\nmerge: median\n", "merge: Input should be 'max', 'first' or 'mean'"),
+    ("kind: predict\nscenes: [/etc/hostname]\nmodel: /etc/hostname\nout: p\nresampling: cubic\n",
+     "resampling: got 'cubic' without resample, where it has no effect; add resample: true (--resample)"),
 ])
 def test_validate_bad_jobs(tmp_path, capsys, body, needle):
     job = tmp_path / "job.yaml"

@@ -22,10 +22,15 @@ from geoseg_batch.model.bundle import BundleMetadata
 
 @dataclass(frozen=True)
 class Resampled:
-    """The grid a resampled scene is read on: same CRS and origin, the bundle's pixel size, bilinear."""
+    """The grid a resampled scene is read on: same CRS and origin, the bundle's pixel size, and the kernel.
+
+    GDAL's warper widens every kernel but nearest by the scale factor when it downsamples,
+    so each output pixel sees all the input pixels under it, not an aliased sample.
+    """
 
     shape: tuple[int, int]  # (rows, cols)
     transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f
+    method: str = "bilinear"  # a rasterio.enums.Resampling name
 
     def warped(self, src: Any, nodata: float | None) -> Any:
         """``src`` (an open rasterio dataset) seen on this grid: a WarpedVRT, read window by window."""
@@ -35,12 +40,12 @@ class Resampled:
 
         extra = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
         return WarpedVRT(src, crs=src.crs, transform=Affine(*self.transform), height=self.shape[0],
-                         width=self.shape[1], resampling=Resampling.bilinear, **extra)
+                         width=self.shape[1], resampling=Resampling[self.method], **extra)
 
 
-def resampled_grid(src: Any, resolution_m: float) -> Resampled | None:
-    """The grid of ``src`` at ``resolution_m`` metres (in degrees at the scene's centre for a geographic CRS);
-    None when the scene already has that pixel size."""
+def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> Resampled | None:
+    """The grid of ``src`` at ``resolution_m`` metres (in degrees at the scene's centre for a geographic CRS),
+    read with the ``method`` kernel; None when the scene already has that pixel size."""
     from pyproj import CRS
 
     from geoseg_batch.geo.measure import ellipsoid_geod, metres_per_unit
@@ -62,7 +67,7 @@ def resampled_grid(src: Any, resolution_m: float) -> Resampled | None:
         return None
     shape = (max(1, round(src.height * abs(transform.e) / y_size)),
              max(1, round(src.width * abs(transform.a) / x_size)))
-    return Resampled(shape, (x_size, 0.0, transform.c, 0.0, -y_size, transform.f))
+    return Resampled(shape, (x_size, 0.0, transform.c, 0.0, -y_size, transform.f), method)
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,9 @@ def scene_paths(scenes: list[Path], scene_list: Path | None = None) -> list[Path
 
 
 def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
-               nodata: float | None = None, resample: bool = False) -> Scene:
-    """Open ``path`` lazily, checked against the bundle; with ``resample``, on the bundle's resolution."""
+               nodata: float | None = None, resample: bool = False, resampling: str = "bilinear") -> Scene:
+    """Open ``path`` lazily, checked against the bundle; with ``resample``, on the bundle's resolution
+    (``resampling``: the kernel, a rasterio.enums.Resampling name)."""
     import rasterio
     import rioxarray
 
@@ -167,7 +173,7 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
             raise DataError(f"{path}: --resample needs the bundle's training resolution, which it does not record; "
                             "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
         with rasterio.open(path) as src:
-            resampled = resampled_grid(src, metadata.resolution_m)
+            resampled = resampled_grid(src, metadata.resolution_m, resampling)
     source: Any = path
     if resampled is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
         source = resampled.warped(rasterio.open(path), nodata)

@@ -29,17 +29,18 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
+from geoseg_batch.config import StitchMode
 from geoseg_batch.geo.grid import Tile, TileGrid, Window
 from geoseg_batch.geo.scene import Resampled, Scene, normalize_in_place
 from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.io.zarr_store import ZarrTarget
 from geoseg_batch.runtime import worker_address
 
-STITCH_MODES = ("exact", "blend")
+STITCH_MODES: tuple[str, ...] = get_args(StitchMode)
 TASK_BLOCK = (4, 2)  # tile rows x cols per model task, read as one window: each file block decoded ~1.5x, not 2.5x
 
 

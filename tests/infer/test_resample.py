@@ -34,6 +34,38 @@ def test_a_20m_scene_is_predicted_on_the_bundles_10m_grid_seamlessly(tmp_path, c
         assert cog.transform == from_origin(500000, 5200000, 10, 10) and cog.shape == (140, 110)
 
 
+def test_a_5m_scene_is_averaged_onto_the_10m_grid_seamlessly_with_the_kernel_asked_for(tmp_path, client):
+    import json
+
+    from geoseg_batch.geo.scene import resampled_grid
+
+    bundle = make_bundle(tmp_path / "m.keras", resolution_m=10.0)
+    scene = write_scene(tmp_path / "s5.tif", (150, 118), transform=from_origin(500000, 5200000, 5, 5))
+    result = predict_scene(scene, bundle, tmp_path / "out", tile=32, stitch="exact", resample=True,
+                           resampling="average", float_output=True, client=client)
+    store = xr.open_zarr(result.outputs[0]["zarr"])
+    assert store.rio.transform() == from_origin(500000, 5200000, 10, 10) and store["mask"].shape == (75, 59)
+    with rasterio.open(scene) as src:
+        averaged, bilinear = resampled_grid(src, 10.0, "average"), resampled_grid(src, 10.0)
+    expected = whole_scene_pass(bundle, scene, resampled=averaged)[..., 0]
+    assert np.abs(store["probabilities"].values[0] - expected).max() <= 1e-4
+    assert np.abs(whole_scene_pass(bundle, scene, resampled=bilinear)[..., 0] - expected).max() > 1e-3
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["resampling"] == "average"
+
+
+def test_a_resampling_kernel_without_resample_is_refused_before_anything_is_written(tmp_path):
+    from geoseg_batch.errors import ConfigError
+
+    bundle = make_bundle(tmp_path / "m.keras", resolution_m=10.0)
+    scene = write_scene(tmp_path / "s.tif", (40, 40))
+    with pytest.raises(ConfigError, match="resampling: got 'cubic' without resample"):
+        predict_scene(scene, bundle, tmp_path / "out", tile=32, resampling="cubic")
+    with pytest.raises(ConfigError, match="resampling"):
+        predict_scene(scene, bundle, tmp_path / "out", tile=32, resample=True, resampling="bicubic")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_geographic_scene_is_resampled_to_metres_at_its_centre(tmp_path):
     from geoseg_batch.geo.scene import resampled_grid
 
