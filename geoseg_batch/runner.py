@@ -16,13 +16,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import AnyJob, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, resolved
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.data.stats import BandStats, compute_stats, load_stats
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import checksums, combined_digest, require_free, write_json, write_manifest
+
+if TYPE_CHECKING:  # training imports TensorFlow; only jobs that train load it
+    from geoseg_batch.training.fit import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
 
     ranks: list[dict[str, Any]] = []
 
-    def train_one(run_job: TrainJob):
+    def train_one(run_job: TrainJob) -> FitResult:
         if not _distributed(run_job, client):
             keras.backend.clear_session()
             return fit(run_job, collection, stats, digest)
@@ -115,7 +118,7 @@ def _distributed(job: TrainJob, client: Any | None) -> bool:
     return client is not None or bool(job.cluster.scheduler or job.cluster.workers)
 
 
-def _fit_result(payload: dict[str, Any]) -> Any:
+def _fit_result(payload: dict[str, Any]) -> FitResult:
     """The chief rank's FitResult, back from JSON."""
     from geoseg_batch.training.fit import FitResult
 

@@ -14,8 +14,11 @@ not produce 0/0. Multi-class losses average over classes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from keras import ops
+
+Tensor = Any  # a tensor of whichever backend Keras runs on
 
 LOSSES = ("dice", "bce_dice", "focal_tversky")
 _EPS = 1e-6
@@ -39,14 +42,14 @@ def _overlaps(y_true, y_pred):
     return tp, fn, fp
 
 
-def dice_loss(y_true, y_pred):
+def dice_loss(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """1 - soft Dice, averaged over channels."""
     target = _one_hot(y_true, y_pred)
     tp, fn, fp = _overlaps(target, y_pred)
     return 1.0 - ops.mean((2.0 * tp + _EPS) / (2.0 * tp + fn + fp + _EPS))
 
 
-def cross_entropy(y_true, y_pred):
+def cross_entropy(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """Pixel-mean binary or categorical cross-entropy of probabilities."""
     target = _one_hot(y_true, y_pred)
     p = ops.clip(y_pred, _EPS, 1.0 - _EPS)
@@ -55,12 +58,13 @@ def cross_entropy(y_true, y_pred):
     return -ops.mean(ops.sum(target * ops.log(p), axis=-1))
 
 
-def bce_dice_loss(y_true, y_pred):
+def bce_dice_loss(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """Cross-entropy + soft Dice."""
     return cross_entropy(y_true, y_pred) + dice_loss(y_true, y_pred)
 
 
-def focal_tversky_loss(y_true, y_pred, alpha: float = 0.7, beta: float = 0.3, gamma: float = 0.75):
+def focal_tversky_loss(y_true: Tensor, y_pred: Tensor, alpha: float = 0.7, beta: float = 0.3,
+                       gamma: float = 0.75) -> Tensor:
     """(1 - Tversky)**gamma, alpha weighting false negatives and beta false positives."""
     target = _one_hot(y_true, y_pred)
     tp, fn, fp = _overlaps(target, y_pred)

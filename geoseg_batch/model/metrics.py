@@ -14,15 +14,17 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from geoseg_batch.model.losses import Tensor
 
-def predicted_classes(y_pred, threshold: float = 0.5):
+
+def predicted_classes(y_pred: Tensor, threshold: float = 0.5) -> Tensor:
     """Class ids from probabilities: ``p >= threshold`` for one channel, argmax otherwise."""
     if y_pred.shape[-1] == 1:
         return ops.cast(y_pred[..., 0] >= threshold, "int32")
     return ops.cast(ops.argmax(y_pred, axis=-1), "int32")
 
 
-def confusion_matrix(y_true, y_pred, classes: int, threshold: float = 0.5):
+def confusion_matrix(y_true: Tensor, y_pred: Tensor, classes: int, threshold: float = 0.5) -> Tensor:
     """(classes, classes) int matrix of one batch; ``y_pred`` are probabilities."""
     truth = ops.reshape(ops.cast(y_true, "int32"), (-1,))
     predicted = ops.reshape(predicted_classes(y_pred, threshold), (-1,))
