@@ -120,7 +120,7 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
                   stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
                   batch_size: int | None = None,
                   bands: list[str | int] | None = None, nodata: float | None = None, resample: bool | None = None,
-                  resampling: str | None = None, float_output: bool | None = None,
+                  resampling: str | None = None, precision: str | None = None, float_output: bool | None = None,
                   zarr_format: int | None = None, cog: bool | None = None, polygons: bool | None = None,
                   gpu: bool | None = None, overwrite: bool | None = None, scheduler: str | None = None,
                   workers: int | None = None, client: Any | None = None) -> JobResult:
@@ -134,7 +134,7 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
         "scenes": [str(p) for p in paths], "scene_list": None if scene_list is None else str(scene_list),
         "incremental": incremental, "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
         "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "resample": resample,
-        "resampling": resampling, "float_output": float_output,
+        "resampling": resampling, "precision": precision, "float_output": float_output,
         "zarr_format": zarr_format, "cog": cog, "polygons": polygons, "gpu": gpu, "overwrite": overwrite,
         "cluster.scheduler": scheduler, "cluster.workers": workers,
     })

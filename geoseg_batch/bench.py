@@ -8,6 +8,7 @@ GeoTIFF written); ``pipeline``, ``geoseg-batch predict`` end to end to zarr + CO
 embedded LocalCluster. Speeds are output pixels per second; ``overlap_fraction`` is the
 extra pixels the pipeline's model computed per output pixel (its halo). With ``scaling``,
 the pipeline also runs on a scene of a quarter of the pixels, for the memory-flat figure.
+``precision`` is that of ``raw`` and ``pipeline``; ``naive`` stays the notebook's float32.
 
 ``bench train``: training throughput (chips/s) and peak RSS when the same model, batch
 size and transforms are fed (a) from HDF5 shards streamed by :func:`chip_dataset` and (b)
@@ -189,7 +190,7 @@ def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:
             tiles = [bundle.metadata.normalize(np.moveaxis(src.read(window=rasterio.windows.Window(
                 (k % per_row) * tile, (k // per_row) * tile, tile, tile)), 0, -1)) for k in range(count)]
             tiles = [np.nan_to_num(t) for t in tiles]
-            predictor = Predictor(bundle)
+            predictor = Predictor(bundle, args["precision"])
             predictor.probabilities(tiles[:batch])  # trace once
             passes = []
             for _ in range(RAW_PASSES):  # the median pass: one short pass is at the mercy of a noisy machine
@@ -253,9 +254,10 @@ def _bench_scene(path: Path, megapixels: float, bands: int, seed: int) -> Path:
 
 
 def _pipeline_run(scene: Path, bundle: Path, out: Path, tile: int, stitch: str, batch_size: int,
-                  workers: int | None) -> dict[str, Any]:
+                  workers: int | None, precision: str) -> dict[str, Any]:
     command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", str(scene), "--model", str(bundle),
-               "--out", str(out), "--tile", str(tile), "--stitch", stitch, "--batch-size", str(batch_size)]
+               "--out", str(out), "--tile", str(tile), "--stitch", stitch, "--batch-size", str(batch_size),
+               "--precision", precision]
     if workers:
         command += ["--workers", str(workers)]
     started = time.perf_counter()
@@ -271,7 +273,8 @@ def _pipeline_run(scene: Path, bundle: Path, out: Path, tile: int, stitch: str, 
 
 def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 512, stitch: str = "blend",
                   bands: int = 14, depth: int = 4, base_filters: int = 16, batch_size: int = 1,
-                  workers: int | None = None, raw_tiles: int = 24, scaling: bool = False) -> dict[str, Any]:
+                  workers: int | None = None, raw_tiles: int = 24, scaling: bool = False,
+                  precision: str = "float32") -> dict[str, Any]:
     """raw vs naive vs pipeline on one synthetic scene; see the module docstring."""
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-predict-") as tmp:
         root = Path(tmp)
@@ -279,16 +282,16 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 5
         scene = _bench_scene(root / "scene.tif", megapixels, bands, seed=5)
         common = {"bundle": str(bundle), "scene": str(scene), "tile": tile, "batch_size": batch_size,
                   "raw_tiles": raw_tiles}
-        raw = _in_subprocess("predict", {**common, "mode": "raw"})
+        raw = _in_subprocess("predict", {**common, "mode": "raw", "precision": precision})
         naive = _in_subprocess("predict", {**common, "mode": "naive", "out": str(root / "naive.tif")})
-        pipeline = _pipeline_run(scene, bundle, root / "pipeline", tile, stitch, batch_size, workers)
+        pipeline = _pipeline_run(scene, bundle, root / "pipeline", tile, stitch, batch_size, workers, precision)
         import rasterio
 
         with rasterio.open(scene) as src:
             scene_mpx = src.width * src.height / 1e6
         figures: dict[str, Any] = {
             "megapixels": round(scene_mpx, 3), "tile": tile, "stitch": stitch, "bands": bands, "depth": depth,
-            "base_filters": base_filters, "batch_size": batch_size,
+            "base_filters": base_filters, "batch_size": batch_size, "precision": precision,
             "raw_mpx_per_s": raw["mpx_per_s"], "naive_mpx_per_s": naive["mpx_per_s"],
             "pipeline_mpx_per_s": pipeline["mpx_per_s"], "overlap_fraction": pipeline["overlap_fraction"],
             "naive_peak_rss_bytes": naive["peak_rss_bytes"], "pipeline_peak_rss_bytes": pipeline["peak_rss_bytes"],
@@ -300,7 +303,7 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 5
         figures["pipeline_summary"] = pipeline["summary"]
         if scaling:
             small = _pipeline_run(_bench_scene(root / "quarter.tif", megapixels / 4, bands, seed=6), bundle,
-                                  root / "pipeline_quarter", tile, stitch, batch_size, workers)
+                                  root / "pipeline_quarter", tile, stitch, batch_size, workers, precision)
             figures["scaling"] = {"megapixels_small": small["summary"]["megapixels"],
                                   "peak_rss_small_bytes": small["peak_rss_bytes"],
                                   "megapixels_large": figures["megapixels"],

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, get_args
 
-from geoseg_batch.config import LossName, MergeRule, ModelType, ResamplingMethod, SplitName, StitchMode
+from geoseg_batch.config import (LossName, MergeRule, ModelType, Precision, ResamplingMethod, SplitName,
+                                 StitchMode)
 from geoseg_batch.errors import GeosegError
 
 PROG = "geoseg-batch"
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="resample scenes to the bundle's training resolution first")
     predict.add_argument("--resampling", choices=get_args(ResamplingMethod),
                          help="--resample's kernel (default bilinear): the one the training data was resampled with")
+    predict.add_argument("--precision", choices=get_args(Precision),
+                         help="forward-pass precision (default float32); bfloat16: 2-3x faster on CPUs with "
+                              "AVX512-BF16/AMX and on GPUs, probabilities a few hundredths off")
     predict.add_argument("--float", dest="float_output", action="store_true", default=None,
                          help="float32 probabilities (default uint8 0..250)")
     predict.add_argument("--polygons", action="store_true", default=None,
@@ -183,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_predict.add_argument("--batch-size", type=int, default=1)
     bench_predict.add_argument("--workers", type=int, help="pipeline LocalCluster size (default: one per core)")
     bench_predict.add_argument("--scaling", action="store_true", help="also run the pipeline on a quarter-size scene")
+    bench_predict.add_argument("--precision", choices=get_args(Precision), default="float32",
+                               help="of raw and pipeline (naive stays float32)")
 
     commands.add_parser("info", help="versions, devices, cluster reachability").add_argument(
         "--scheduler", metavar="ADDR", help="also check this scheduler answers")
@@ -247,6 +253,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                    incremental=args.incremental, stitch=args.stitch, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size, bands=bands, nodata=args.nodata,
                                    resample=args.resample, resampling=args.resampling,
+                                   precision=args.precision,
                                    float_output=args.float_output, zarr_format=args.zarr_format, cog=args.cog,
                                    polygons=args.polygons, overwrite=args.overwrite, scheduler=args.scheduler,
                                    workers=args.workers)
@@ -285,7 +292,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             figures = bench_predict(json_path=args.json, megapixels=args.megapixels, tile=args.tile,
                                     stitch=args.stitch, bands=args.bands, depth=args.depth,
                                     base_filters=args.base_filters, batch_size=args.batch_size,
-                                    workers=args.workers, scaling=args.scaling)
+                                    workers=args.workers, scaling=args.scaling, precision=args.precision)
         _print({k: v for k, v in figures.items() if k not in ("runs", "pipeline_summary")})
     elif command == "info":
         _print(api.info(scheduler=args.scheduler))

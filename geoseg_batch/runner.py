@@ -377,7 +377,7 @@ def _model_session(job: PredictJob, model_digest: str, client: Any | None) -> It
 
     started = time.perf_counter()
     with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
-        ref = register_model(active, job.model, model_digest)
+        ref = register_model(active, job.model, model_digest, job.precision)
         yield _ModelSession(active, ref, job.gpu if job.gpu is not None else _cluster_gpus(active) > 0, started)
 
 

@@ -24,8 +24,9 @@ from geoseg_batch.model.bundle import BundleMetadata
 class Resampled:
     """The grid a resampled scene is read on: same CRS and origin, the bundle's pixel size, and the kernel.
 
-    GDAL's warper widens every kernel but nearest by the scale factor when it downsamples,
-    so each output pixel sees all the input pixels under it, not an aliased sample.
+    When it downsamples, GDAL's warper widens bilinear and cubic by the scale factor, so each
+    output pixel weighs all the input pixels under it (a checkerboard comes out ~0.5), where
+    nearest picks one of them.
     """
 
     shape: tuple[int, int]  # (rows, cols)

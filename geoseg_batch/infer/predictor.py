@@ -24,14 +24,16 @@ PLUGIN_PREFIX = "geoseg-model-"
 
 
 class Predictor:
-    """A loaded bundle with a forward pass compiled once for any input size, batch norms folded."""
+    """A loaded bundle with a forward pass compiled once for any input size, batch norms folded,
+    computing in ``precision`` (float32 or bfloat16, see :mod:`geoseg_batch.model.inference`)."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, precision: str = "float32") -> None:
         from geoseg_batch.model.inference import inference_model
 
         self.bundle = bundle
         self.metadata = bundle.metadata
-        self._forward, self._as_input = _compiled_forward(inference_model(bundle.model))
+        self.precision = precision
+        self._forward, self._as_input = _compiled_forward(inference_model(bundle.model, precision))
         self._staging = _Staging()
 
     def probabilities(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -87,18 +89,20 @@ def _compiled_forward(model: Any) -> tuple[Any, Any]:
 
 @dataclass(frozen=True)
 class PredictorRef:
-    """What a task carries to find the model: the bundle's path and digest (and, locally, the model)."""
+    """What a task carries to find the model: the bundle's path, digest and compute precision (and,
+    locally, the model)."""
 
     bundle: str
     digest: str
+    precision: str = "float32"
     local: Predictor | None = field(default=None, compare=False)
 
     @property
     def plugin_name(self) -> str:
-        return PLUGIN_PREFIX + self.digest[-16:]
+        return f"{PLUGIN_PREFIX}{self.digest[-16:]}-{self.precision}"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "digest": self.digest, "local": None}
+        return {"bundle": self.bundle, "digest": self.digest, "precision": self.precision, "local": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
@@ -129,21 +133,22 @@ class ModelPlugin(WorkerPlugin):
         from geoseg_batch.runtime import configure_tensorflow
 
         configure_tensorflow(self.intra_op_threads, 1)
-        self.predictor = Predictor(load_bundle(self.ref.bundle))
+        self.predictor = Predictor(load_bundle(self.ref.bundle), self.ref.precision)
 
     def teardown(self, worker: Any) -> None:
         self.predictor = None
 
 
-def register_model(client: Any, bundle: Path, digest: str) -> PredictorRef:
-    """Load the bundle on every worker of ``client`` (once) and return the ref tasks use.
+def register_model(client: Any, bundle: Path, digest: str, precision: str = "float32") -> PredictorRef:
+    """Load the bundle on every worker of ``client`` (once, computing in ``precision``) and return the
+    ref tasks use.
 
     Workers on this machine split its cores between their threads (TF intra-op pool =
     cores / all worker threads here); workers elsewhere keep TF's defaults for their machine.
     """
     from geoseg_batch.runtime import available_cores
 
-    ref = PredictorRef(str(Path(bundle).resolve()), digest)
+    ref = PredictorRef(str(Path(bundle).resolve()), digest, precision)
     workers = list(client.scheduler_info()["workers"].values())
     local = [w for w in workers if str(w.get("host", "")) in ("127.0.0.1", "localhost")]
     threads = sum(w.get("nthreads", 1) for w in local)

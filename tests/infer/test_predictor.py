@@ -43,3 +43,27 @@ def test_staging_is_aligned_reused_and_per_thread():
     thread.start()
     thread.join()
     assert not np.shares_memory(other[0], staged)  # each worker thread stages into its own buffer
+
+
+def test_a_bfloat16_run_is_registered_apart_and_stays_close_to_float32(tmp_path, client):
+    import json
+
+    import xarray as xr
+
+    from geoseg_batch import predict_scene
+
+    from .conftest import write_scene
+
+    bundle = make_bundle(tmp_path / "m.keras")
+    scene = write_scene(tmp_path / "s.tif", (90, 70))
+    runs = {precision: predict_scene(scene, bundle, tmp_path / precision, tile=32, float_output=True,
+                                     precision=precision, client=client) for precision in ("float32", "bfloat16")}
+    stores = {k: xr.open_zarr(run.outputs[0]["zarr"]) for k, run in runs.items()}
+    full, half = (stores[k]["probabilities"].values for k in ("float32", "bfloat16"))
+    assert np.array_equal(np.isnan(full), np.isnan(half))
+    assert 0 < np.nanmax(np.abs(full - half)) <= 0.05
+    manifest = json.loads((tmp_path / "bfloat16" / "manifest.json").read_text())
+    assert manifest["config"]["precision"] == "bfloat16"
+    plugins = next(iter(client.run(lambda dask_worker: list(dask_worker.plugins)).values()))
+    loaded = {name.rsplit("-", 1)[-1] for name in plugins if name.startswith("geoseg-model-")}
+    assert loaded >= {"float32", "bfloat16"}  # one model per precision on each worker, not one overwriting the other

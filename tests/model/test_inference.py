@@ -37,3 +37,21 @@ def test_folded_model_computes_the_same_probabilities(model_type, classes):
 def test_a_model_without_batch_norm_is_used_as_it_is():
     model = build_model("unet", bands=3, depth=2, base_filters=4, batch_norm=False)
     assert foldable_pairs(model) == {} and inference_model(model) is model
+
+
+@pytest.mark.parametrize("model_type,classes", [("unet", 2), ("attention_unet", 3)])
+def test_bfloat16_inference_computes_in_bfloat16_and_returns_close_float32_probabilities(model_type, classes):
+    model = _with_random_statistics(build_model(model_type, bands=5, classes=classes, depth=3, base_filters=8, seed=1))
+    half = inference_model(model, "bfloat16")
+    assert {layer.compute_dtype for layer in half.layers[1:-1]} == {"bfloat16"}  # no casts back and forth
+    assert half.layers[-1].compute_dtype == "float32" and {w.dtype for w in half.weights} == {"float32"}
+    x = np.random.default_rng(2).normal(0, 1, (2, 48, 64, 5)).astype(np.float32)
+    probabilities = np.asarray(half(x, training=False))
+    assert probabilities.dtype == np.float32
+    assert np.abs(probabilities - np.asarray(model(x, training=False))).max() <= 0.05
+    assert model.layers[1].compute_dtype == "float32"  # the original is untouched
+
+
+def test_an_unknown_precision_says_which_there_are():
+    with pytest.raises(ValueError, match="precision: got 'float16', expected one of \\('float32', 'bfloat16'\\)"):
+        inference_model(build_model("unet", bands=3, depth=2, base_filters=4), "float16")
