@@ -60,7 +60,6 @@ def inference_model(model: Any, precision: str = "float32") -> Any:
         return model
     convs = set(pairs.values())
     output_layers = {tensor._keras_history.operation.name for tensor in model.outputs}
-
     policy = "mixed_bfloat16" if precision == "bfloat16" else None  # None: the layer's own
 
     def clone(layer: Any) -> Any:

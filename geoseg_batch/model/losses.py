@@ -14,13 +14,15 @@ not produce 0/0. Multi-class losses average over classes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from keras import ops
 
+from geoseg_batch.config import LossName
+
 Tensor = Any  # a tensor of whichever backend Keras runs on
 
-LOSSES = ("dice", "bce_dice", "focal_tversky")
+LOSSES: tuple[str, ...] = get_args(LossName)
 _EPS = 1e-6
 
 
