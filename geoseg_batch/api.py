@@ -108,10 +108,11 @@ def train(job: str | Path | TrainJob | None = None, **overrides: Any) -> JobResu
 
 
 def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str | None = None,
-             batch_size: int | None = None, fill_nan: float | None = None) -> JobResult:
+             batch_size: int | None = None, fill_nan: float | None = None, precision: str | None = None) -> JobResult:
     """Evaluate a bundle on chips: metrics.json, confusion matrix, PR curve, samples."""
     payload = merge_overrides({"kind": "evaluate"}, {"model": str(model), "data": str(data), "out": str(out),
-                                                     "split": split, "batch_size": batch_size, "fill_nan": fill_nan})
+                                                     "split": split, "batch_size": batch_size, "fill_nan": fill_nan,
+                                                     "precision": precision})
     return run_job(parse_job(payload, source="evaluate"))
 
 

@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="all chips (default) or the bundle's own split")
     evaluate.add_argument("--batch-size", type=int)
     evaluate.add_argument("--fill-nan", type=float, metavar="V")
+    evaluate.add_argument("--precision", choices=get_args(Precision),
+                          help="forward-pass precision (default float32): evaluate with bfloat16 to see its cost")
 
     predict = commands.add_parser("predict", help="segment scenes tile by tile on Dask: zarr + COGs per scene")
     predict.add_argument("scenes", nargs="*", metavar="SCENE", help="GeoTIFF/COG scenes or quoted glob patterns")
@@ -242,7 +244,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"manifest: {result.manifest}")
     elif command == "evaluate":
         result = api.evaluate(model=args.model, data=args.data, out=args.out, split=args.split,
-                              batch_size=args.batch_size, fill_nan=args.fill_nan)
+                              batch_size=args.batch_size, fill_nan=args.fill_nan, precision=args.precision)
         _print({k: round(v, 4) for k, v in result.summary.items()})
         print(f"metrics: {result.outputs[0]['metrics']}")
     elif command == "predict":

@@ -25,6 +25,8 @@ LossName = Literal["dice", "bce_dice", "focal_tversky"]
 SplitName = Literal["all", "train", "val", "test"]
 StitchMode = Literal["exact", "blend"]
 Precision = Literal["float32", "bfloat16"]
+PRECISION_HELP = ("the forward pass' compute precision: bfloat16 runs about 2-3x faster on CPUs with AVX512-BF16/AMX "
+                  "and on GPUs, with probabilities a few hundredths off float32's")
 ResamplingMethod = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]  # GDAL warp kernels
 
 
@@ -171,6 +173,7 @@ class EvaluateJob(Spec):
     split: SplitName = Field("all", description="'all' chips, or the bundle's own train/val/test split")
     fill_nan: float | None = None
     batch_size: int = Field(16, ge=1)
+    precision: Precision = Field("float32", description=PRECISION_HELP + "; evaluate both to see what it costs")
     samples: int = Field(8, ge=0, description="chips shown in samples.png")
     cluster: ClusterSpec = ClusterSpec()
 
@@ -194,9 +197,7 @@ class PredictJob(Spec):
                                               "predicting; outputs are on that grid")
     resampling: ResamplingMethod = Field("bilinear", description="the resample kernel: match the one the training "
                                                                  "data was resampled with")
-    precision: Precision = Field("float32", description="the forward pass' compute precision: bfloat16 runs about "
-                                                        "2-3x faster on CPUs with AVX512-BF16/AMX and on GPUs, with "
-                                                        "probabilities a few hundredths off float32's")
+    precision: Precision = Field("float32", description=PRECISION_HELP)
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")
     zarr_format: Literal[2, 3] = 2
     cog: bool = True

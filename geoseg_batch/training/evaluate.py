@@ -1,7 +1,8 @@
 """Evaluate a bundle on chips: metrics, confusion matrix, precision-recall curve, samples.
 
-Chips stream through the model in batches (normalized and resized as the bundle says);
-the confusion matrix at the bundle's threshold and, for binary models, two histograms of
+Chips stream through the model (its inference graph, in the precision asked for) in
+batches (normalized and resized as the bundle says); the confusion matrix at the bundle's
+threshold and, for binary models, two histograms of
 the positive-class probability (over positive and over negative pixels, 1000 bins) are
 accumulated, so the PR curve and its best-F1 threshold come from every pixel without
 holding predictions in memory.
@@ -22,6 +23,7 @@ from geoseg_batch.data.chips import open_chips
 from geoseg_batch.errors import DataError
 from geoseg_batch.io.publish import atomic_path, checksums, ensure_replaceable, staged_directory, write_json, write_manifest
 from geoseg_batch.model.bundle import BundleMetadata, load_bundle
+from geoseg_batch.model.inference import inference_model
 from geoseg_batch.model.metrics import metrics_from_confusion
 
 BINS = 1000
@@ -79,7 +81,7 @@ def evaluate(job: EvaluateJob) -> EvaluateResult:
     started = time.perf_counter()
     ensure_replaceable(job.out, "evaluate")
     bundle = load_bundle(job.model)
-    metadata, model = bundle.metadata, bundle.model
+    metadata, model = bundle.metadata, inference_model(bundle.model, job.precision)
     collection = open_chips(job.data, fill_nan=job.fill_nan)
     _check_bands(metadata, collection.band_names, collection.path)
     split = metadata.provenance.get("split", {"val_fraction": 0.0, "test_fraction": 0.0, "split_seed": 0})

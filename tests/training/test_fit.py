@@ -30,6 +30,8 @@ def test_unet_reaches_f1_090_on_held_out_split(learnable_shards, tmp_path):
     assert scores.summary["f1"] == metrics["f1"]
     assert metrics["chips"] == result.summary["chips"]["test"]
     assert {"accuracy", "precision", "recall", "f1", "iou", "confusion_matrix", "best_threshold"} <= set(metrics)
+    half = evaluate(model=bundle, data=learnable_shards, out=tmp_path / "eval16", split="test", precision="bfloat16")
+    assert abs(half.summary["f1"] - metrics["f1"]) <= 0.01, (half.summary, metrics)
     for name in ("confusion_matrix.png", "pr_curve.png", "pr_curve.csv", "samples.png", "manifest.json"):
         assert (tmp_path / "eval" / name).stat().st_size > 0, name
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
