@@ -2,10 +2,9 @@
 
 Chips stream through the model (its inference graph, in the precision asked for) in
 batches (normalized and resized as the bundle says); the confusion matrix at the bundle's
-threshold and, for binary models, two histograms of
-the positive-class probability (over positive and over negative pixels, 1000 bins) are
-accumulated, so the PR curve and its best-F1 threshold come from every pixel without
-holding predictions in memory.
+threshold and, for binary models, two histograms of the positive-class probability (over
+positive and over negative pixels, 1000 bins) are accumulated, so the PR curve and its
+best-F1 threshold come from every pixel without holding predictions in memory.
 """
 
 from __future__ import annotations
