@@ -540,8 +540,8 @@ def write_scene(path: Path, truth_path: Path, layout: SceneLayout, crs: str, blo
     The image is float32, nodata -9999, tiled 256x256, ZSTD with the floating-point
     predictor, band descriptions = band names; the truth (deflate) has nodata 255. Both are
     written block by block through rasterio windows, so memory stays flat whatever the scene
-    size. Pixels in the no-data collar
-    (:func:`nodata_collar`) are nodata in every image band and 255 in the truth.
+    size. Pixels in the no-data collar (:func:`nodata_collar`) are nodata in every image
+    band and 255 in the truth.
     """
     block_rows = _require_int("block_rows", block_rows, 1, "write at least one row per block")
     try:

@@ -32,7 +32,6 @@ class Predictor:
 
         self.bundle = bundle
         self.metadata = bundle.metadata
-        self.precision = precision
         self._forward, self._as_input = _compiled_forward(inference_model(bundle.model, precision))
         self._staging = _Staging()
 
@@ -102,7 +101,7 @@ class PredictorRef:
         return f"{PLUGIN_PREFIX}{self.digest[-16:]}-{self.precision}"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "digest": self.digest, "precision": self.precision, "local": None}
+        return {**vars(self), "local": None}  # every field but the in-process model
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
