@@ -19,7 +19,7 @@ from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult
 from geoseg_batch.errors import MissingInputError
-from geoseg_batch.options import job_options
+from geoseg_batch.options import job_options, section_defaults
 from geoseg_batch.options import overrides as _overrides
 from geoseg_batch.runner import JobResult, run_job
 
@@ -42,7 +42,7 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 def _job(model: type[Spec], options: dict[str, Any], source: str, base: dict[str, Any] | None = None) -> AnyJob:
     """The job ``options`` (API keywords or dotted keys, see :mod:`geoseg_batch.options`) make, over ``base``."""
     dotted = _overrides(job_options(model), options, source)
-    return parse_job(merge_overrides(base or {"kind": source}, dotted), source=source)
+    return parse_job(merge_overrides(base or {"kind": source, **section_defaults(model)}, dotted), source=source)
 
 
 def _paths(value: str | Path | list[str | Path]) -> list[str | Path]:
@@ -138,7 +138,7 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
 
 def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, client: Any | None = None,
            **options: Any) -> JobResult:
-    """Reproject and merge predict outputs onto one grid (a zarr store and mask/probability COGs); returns the JobResult.
+    """Reproject and merge predict outputs onto one grid (a zarr store and mask/probability COGs); returns the result.
 
     ``predictions``: predict output directories (their manifest lists the scenes' stores).
     ``options``: any MosaicJob field by its keyword (``crs``, ``resolution``, ``bounds``, ``merge``, ``chunk``, ...).

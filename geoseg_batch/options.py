@@ -227,3 +227,13 @@ def overrides(options: tuple[Option, ...], values: Mapping[str, Any], source: st
             raise OptionError(f"{source}: unknown keyword {name!r}; {hint}")
         dotted[key] = _plain(value)
     return dotted
+
+
+def section_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The nested specs whose defaults the model sets itself (DemoJob's smaller model), as a job mapping.
+
+    A base payload for overrides: ``--epochs 4`` on the demo keeps the demo's batch size and patience.
+    """
+    return {name: info.default.model_dump(mode="json", exclude_unset=True)
+            for name, info in model.model_fields.items()
+            if isinstance(info.default, BaseModel) and info.default.model_fields_set}
