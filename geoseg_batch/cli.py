@@ -1,8 +1,9 @@
 """`geoseg-batch`: parse arguments, build the job the options describe, delegate.
 
-Subcommands only parse and call the Python API (:mod:`geoseg_batch.api`); options map
-onto the job schema's dotted keys, so a CLI run and the equivalent YAML job are the same
-job. Errors: one line on stderr (the last line), exit 2 for bad input or usage, 1 for a
+Subcommands only parse and call the Python API (:mod:`geoseg_batch.api`), each by its handler
+in :data:`COMMANDS`. The job commands' options are derived from the job schema
+(:mod:`geoseg_batch.options`: one flag per field, mapped onto its dotted key), so a CLI run and
+the equivalent YAML job are the same job. Errors: one line on stderr (the last line), exit 2 for bad input or usage, 1 for a
 failure during the run; tracebacks only with --debug.
 """
 
@@ -37,9 +38,9 @@ def _print(payload: Any) -> None:
         print(payload)
 
 
-def _job_parser(model: type[Spec], require: bool = True) -> Callable[[argparse.ArgumentParser], None]:
+def _job_parser(model: type[Spec]) -> Callable[[argparse.ArgumentParser], None]:
     """Builder of a job command's parser: one option per field of ``model``."""
-    return lambda parser: add_options(parser, job_options(model), require=require)
+    return lambda parser: add_options(parser, job_options(model))
 
 
 def _train_parser(parser: argparse.ArgumentParser) -> None:
