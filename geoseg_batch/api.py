@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import (
-    AnyJob, ClusterSpec, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job, merge_overrides,
-    parse_job,
+    AnyJob, ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, Spec, TrainJob, load_job,
+    merge_overrides, parse_job,
 )
 from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult
 from geoseg_batch.errors import MissingInputError
+from geoseg_batch.options import job_options, section_defaults
+from geoseg_batch.options import overrides as _overrides
 from geoseg_batch.runner import JobResult, run_job
 
 __all__ = [
@@ -37,10 +39,23 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         yield client
 
 
-def demo(out: str | Path | None = None, scheduler: str | None = None, workers: int | None = None) -> JobResult:
-    """The main job: synthetic chips -> shards (on Dask) -> train -> evaluate on the held-out split."""
-    payload = merge_overrides({"kind": "demo"}, {"out": out, "cluster.scheduler": scheduler, "cluster.workers": workers})
-    return run_job(parse_job(payload, source="demo"))
+def _job(model: type[Spec], options: dict[str, Any], source: str, base: dict[str, Any] | None = None) -> AnyJob:
+    """The job ``options`` (API keywords or dotted keys, see :mod:`geoseg_batch.options`) make, over ``base``."""
+    dotted = _overrides(job_options(model), options, source)
+    return parse_job(merge_overrides(base or {"kind": source, **section_defaults(model)}, dotted), source=source)
+
+
+def _paths(value: str | Path | list[str | Path]) -> list[str | Path]:
+    """One path or many, as a list."""
+    return [value] if isinstance(value, (str, Path)) else list(value)
+
+
+def demo(out: str | Path | None = None, **options: Any) -> JobResult:
+    """The main job: synthetic chips -> shards (on Dask) -> train -> evaluate on the held-out split.
+
+    ``options``: any DemoJob field by its keyword (``workers=2``, ``epochs=4``, ``scheduler=...``).
+    """
+    return run_job(_job(DemoJob, {"out": out, **options}, "demo"))
 
 
 def synth(out: str | Path, chips: int = 200, bands: int = 14, size: int = 128, scenes: int = 2,
@@ -87,78 +102,48 @@ def shard_stats(path: str | Path, scheduler: str | None = None, workers: int | N
 
 
 def train(job: str | Path | TrainJob | None = None, **overrides: Any) -> JobResult:
-    """Train from a job (file, or TrainJob) and/or dotted overrides: ``train(data=..., out=..., **{"train.epochs": 3})``.
+    """Train from a job (file, or TrainJob) and/or overrides; returns the run's JobResult.
 
-    Plain keyword names are accepted for the common options: data, out, model_type, depth,
-    base_filters, epochs, batch_size, learning_rate, loss, patience, seed, fill_nan, input_size, resolution_m.
+    ``overrides``: any TrainJob field by its keyword (``data``, ``out``, ``epochs``, ``model_type``, ...,
+    ``sweep_base_filters``: the ``geoseg-batch train`` flags' names) or by dotted key
+    (``**{"train.epochs": 3}``); unknown keywords raise an OptionError naming the closest one.
     """
-    aliases = {"data": "data.path", "fill_nan": "data.fill_nan", "resolution_m": "data.resolution_m",
-               "model_type": "model.model_type", "depth": "model.depth", "base_filters": "model.base_filters",
-               "input_size": "model.input_size",
-               "epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate": "train.learning_rate",
-               "loss": "train.loss", "patience": "train.patience", "seed": "train.seed"}
-    dotted = {aliases.get(k, k): (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
     if isinstance(job, TrainJob):
-        spec = parse_job(merge_overrides(job.model_dump(mode="json"), dotted), source=job.name)
-    elif job is not None:
-        spec = load_job(job, dotted)
-    else:
-        spec = parse_job(merge_overrides({"kind": "train"}, dotted), source="train")
-    return run_job(spec)
+        return run_job(_job(TrainJob, overrides, job.name, base=job.model_dump(mode="json")))
+    if job is not None:
+        return run_job(load_job(job, _overrides(job_options(TrainJob), overrides, str(job))))
+    return run_job(_job(TrainJob, overrides, "train"))
 
 
-def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str | None = None,
-             batch_size: int | None = None, fill_nan: float | None = None, precision: str | None = None) -> JobResult:
-    """Evaluate a bundle on chips: metrics.json, confusion matrix, PR curve, samples."""
-    payload = merge_overrides({"kind": "evaluate"}, {"model": str(model), "data": str(data), "out": str(out),
-                                                     "split": split, "batch_size": batch_size, "fill_nan": fill_nan,
-                                                     "precision": precision})
-    return run_job(parse_job(payload, source="evaluate"))
+def evaluate(model: str | Path, data: str | Path, out: str | Path, **options: Any) -> JobResult:
+    """Evaluate a bundle on chips (metrics.json, confusion matrix, PR curve, samples); returns the JobResult.
+
+    ``options``: any EvaluateJob field by its keyword (``split``, ``batch_size``, ``fill_nan``, ``precision``, ...).
+    """
+    return run_job(_job(EvaluateJob, {"model": model, "data": data, "out": out, **options}, "evaluate"))
 
 
 def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out: str | Path, *,
-                  scene_list: str | Path | None = None, incremental: bool | None = None,
-                  stitch: str | None = None, tile: int | None = None, overlap: int | None = None,
-                  batch_size: int | None = None,
-                  bands: list[str | int] | None = None, nodata: float | None = None, resample: bool | None = None,
-                  resampling: str | None = None, precision: str | None = None, float_output: bool | None = None,
-                  zarr_format: int | None = None, cog: bool | None = None, polygons: bool | None = None,
-                  gpu: bool | None = None, overwrite: bool | None = None, scheduler: str | None = None,
-                  workers: int | None = None, client: Any | None = None) -> JobResult:
-    """Segment one or more scenes tile by tile on Dask: per scene a zarr store and mask/probability COGs.
+                  client: Any | None = None, **options: Any) -> JobResult:
+    """Segment scenes tile by tile on Dask (per scene a zarr store and mask/probability COGs); returns the JobResult.
 
+    ``options``: any PredictJob field by its keyword, as ``geoseg-batch predict`` spells its flags (``stitch``,
+    ``tile``, ``bands``, ``resample``, ``float_output``, ``cog``, ``scheduler``, ``workers``, ...).
     ``client``: an existing ``distributed.Client`` to run on (else ``scheduler``/``workers``
     select or start a cluster, as on the command line).
     """
-    paths = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
-    payload = merge_overrides({"kind": "predict"}, {
-        "scenes": [str(p) for p in paths], "scene_list": None if scene_list is None else str(scene_list),
-        "incremental": incremental, "model": str(model), "out": str(out), "stitch": stitch, "tile": tile,
-        "overlap": overlap, "batch_size": batch_size, "bands": bands, "nodata": nodata, "resample": resample,
-        "resampling": resampling, "precision": precision, "float_output": float_output,
-        "zarr_format": zarr_format, "cog": cog, "polygons": polygons, "gpu": gpu, "overwrite": overwrite,
-        "cluster.scheduler": scheduler, "cluster.workers": workers,
-    })
-    return run_job(parse_job(payload, source="predict"), client)
+    job = _job(PredictJob, {"scenes": _paths(scenes), "model": model, "out": out, **options}, "predict")
+    return run_job(job, client)
 
 
-def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, crs: str | None = None,
-           resolution: float | None = None, bounds: tuple[float, float, float, float] | None = None,
-           merge: str | None = None, chunk: int | None = None, zarr_format: int | None = None,
-           cog: bool | None = None, incremental: bool | None = None, overwrite: bool | None = None,
-           scheduler: str | None = None, workers: int | None = None, client: Any | None = None) -> JobResult:
-    """Reproject and merge predict outputs onto one grid: a zarr store and mask/probability COGs.
+def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, client: Any | None = None,
+           **options: Any) -> JobResult:
+    """Reproject and merge predict outputs onto one grid (a zarr store and mask/probability COGs); returns the result.
 
     ``predictions``: predict output directories (their manifest lists the scenes' stores).
+    ``options``: any MosaicJob field by its keyword (``crs``, ``resolution``, ``bounds``, ``merge``, ``chunk``, ...).
     """
-    paths = [predictions] if isinstance(predictions, (str, Path)) else list(predictions)
-    payload = merge_overrides({"kind": "mosaic"}, {
-        "predictions": [str(p) for p in paths], "out": str(out), "crs": crs, "resolution": resolution,
-        "bounds": None if bounds is None else list(bounds), "merge": merge, "chunk": chunk,
-        "zarr_format": zarr_format, "cog": cog, "incremental": incremental, "overwrite": overwrite,
-        "cluster.scheduler": scheduler, "cluster.workers": workers,
-    })
-    return run_job(parse_job(payload, source="mosaic"), client)
+    return run_job(_job(MosaicJob, {"predictions": _paths(predictions), "out": out, **options}, "mosaic"), client)
 
 
 def validate(job: str | Path) -> AnyJob:

@@ -39,8 +39,10 @@ class Spec(BaseModel):
 class ClusterSpec(Spec):
     """Where Dask work runs: an existing scheduler, or an embedded LocalCluster."""
 
-    scheduler: str | None = Field(None, description="address of an existing scheduler, e.g. tcp://host:8786")
-    workers: int | None = Field(None, ge=1, description="embedded LocalCluster size (default: one per core)")
+    scheduler: str | None = Field(None, description="address of an existing scheduler, e.g. tcp://host:8786",
+                                  json_schema_extra={"metavar": "ADDR", "exclusive": "target"})
+    workers: int | None = Field(None, ge=1, description="embedded LocalCluster size (default: one per core)",
+                                json_schema_extra={"metavar": "N", "exclusive": "target"})
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str | None = Field(None, description="per worker, e.g. '4GiB'")
     timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler")
@@ -48,7 +50,8 @@ class ClusterSpec(Spec):
                                                      "LocalCUDACluster, resources GPU=1); default: every visible "
                                                      "GPU when dask-cuda is installed, 0 for CPU only")
     train_workers: int | None = Field(None, ge=1, description="distributed training: workers of the cluster that "
-                                                              "each run one training process (default: all)")
+                                                              "each run one training process (default: all)",
+                                         json_schema_extra={"metavar": "N"})
     dashboard_address: str | None = Field(None, description="embedded cluster's dashboard host:port (default "
                                           "127.0.0.1:0, this machine only; ':8787' opens it to the network)")
 
@@ -62,14 +65,16 @@ class ClusterSpec(Spec):
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
-    path: Path
-    fill_nan: float | None = Field(None, description="replace NaN/inf pixels with this value instead of failing")
+    path: Path = Field(description="Landslide4Sense directory or shard directory", json_schema_extra={"name": "data"})
+    fill_nan: float | None = Field(None, description="replace NaN/inf pixels with this value instead of failing",
+                                   json_schema_extra={"metavar": "V"})
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     split_seed: int = 0
     resolution_m: float | None = Field(None, gt=0, description="ground sampling distance of the chips in metres "
                                                               "(10 for Landslide4Sense); recorded in the bundle "
-                                                              "for predict --resample")
+                                                              "for predict --resample",
+                                         json_schema_extra={"metavar": "M"})
 
     @model_validator(mode="after")
     def _fractions(self) -> DataSpec:
@@ -167,11 +172,12 @@ class EvaluateJob(Spec):
 
     kind: Literal["evaluate"] = "evaluate"
     name: str = "evaluate"
-    model: Path
-    data: Path
+    model: Path = Field(description="model bundle (.keras)")
+    data: Path = Field(description="Landslide4Sense directory or shard directory")
     out: Path
     split: SplitName = Field("all", description="'all' chips, or the bundle's own train/val/test split")
-    fill_nan: float | None = None
+    fill_nan: float | None = Field(None, description="replace NaN/inf pixels with this value instead of failing",
+                                   json_schema_extra={"metavar": "V"})
     batch_size: int = Field(16, ge=1)
     precision: Precision = Field("float32", description=PRECISION_HELP + "; evaluate both to see what it costs")
     samples: int = Field(8, ge=0, description="chips shown in samples.png")
@@ -183,11 +189,14 @@ class PredictJob(Spec):
 
     kind: Literal["predict"] = "predict"
     name: str = "predict"
-    scenes: list[Path] = Field(default_factory=list, description="scene files or glob patterns (e.g. incoming/*.tif)")
-    scene_list: Path | None = Field(None, description="a text file of scene paths, one per line (relative to it)")
-    model: Path
+    scenes: list[Path] = Field(default_factory=list, description="scene files or glob patterns (e.g. incoming/*.tif)",
+                               json_schema_extra={"positional": True, "metavar": "SCENE"})
+    scene_list: Path | None = Field(None, description="a text file of scene paths, one per line (relative to it)",
+                                    json_schema_extra={"metavar": "FILE"})
+    model: Path = Field(description="model bundle (.keras)")
     out: Path
-    stitch: StitchMode = "exact"
+    stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
+                                                    "blended")
     tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
     overlap: int | None = Field(None, ge=0, description="blend overlap (default: half the receptive radius)")
     batch_size: int = Field(1, ge=1, description="tiles per forward pass (same-shape windows are stacked)")
@@ -198,9 +207,10 @@ class PredictJob(Spec):
     resampling: ResamplingMethod = Field("bilinear", description="the resample kernel: match the one the training "
                                                                  "data was resampled with")
     precision: Precision = Field("float32", description=PRECISION_HELP)
-    float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250")
+    float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250",
+                               json_schema_extra={"flag": "--float"})
     zarr_format: Literal[2, 3] = 2
-    cog: bool = True
+    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     polygons: bool = Field(False, description="also a GeoPackage of the mask's regions (one feature per connected "
                                               "region, with its area and mean probability)")
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
@@ -231,16 +241,19 @@ class MosaicJob(Spec):
 
     kind: Literal["mosaic"] = "mosaic"
     name: str = "mosaic"
-    predictions: list[Path] = Field(min_length=1, description="predict output directories (or their zarr stores)")
+    predictions: list[Path] = Field(min_length=1, description="predict output directories (or their zarr stores)",
+                                   json_schema_extra={"positional": True, "metavar": "PREDICTION_DIR"})
     out: Path
     crs: str | None = Field(None, description="target CRS, e.g. EPSG:32633 (default: the first scene's)")
     resolution: float | None = Field(None, gt=0, description="pixel size in target CRS units (default: the finest)")
-    bounds: tuple[float, float, float, float] | None = Field(None, description="left, bottom, right, top in target CRS")
+    bounds: tuple[float, float, float, float] | None = Field(
+        None, description="left, bottom, right, top in target CRS units (default: the union of the scenes)",
+        json_schema_extra={"metavar": ["LEFT", "BOTTOM", "RIGHT", "TOP"]})
     merge: MergeRule = Field("max", description="max: most confident scene; first: first scene given; "
                                                 "mean: weighted by distance to each scene's edge")
     chunk: int = Field(512, ge=16, description="mosaic chunk (and COG block) size in pixels")
     zarr_format: Literal[2, 3] = 2
-    cog: bool = True
+    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
                                                  "or gone since the last run; publish atomically")
     overwrite: bool = False
@@ -281,7 +294,7 @@ class DemoJob(Spec):
 
     kind: Literal["demo"] = "demo"
     name: str = "demo"
-    out: Path = Path("demo_out")
+    out: Path = Field(Path("demo_out"), description="output directory")
     chips: int = Field(384, ge=16)
     size: int = Field(64, ge=16)
     bands: int = Field(14, ge=1)

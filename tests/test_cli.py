@@ -78,12 +78,14 @@ def test_every_shipped_job_parses():
 
 
 def test_cli_options_and_yaml_make_the_same_job(tmp_path, shards_dir):
-    from geoseg_batch.cli import _train_overrides, build_parser
-    from geoseg_batch.config import merge_overrides, parse_job
+    from geoseg_batch.cli import build_parser
+    from geoseg_batch.config import TrainJob, merge_overrides, parse_job
+    from geoseg_batch.options import given, job_options, overrides
 
     args = build_parser().parse_args(["train", "--data", str(shards_dir), "--out", "o", "--epochs", "3",
                                       "--model-type", "attention_unet", "--base-filters", "8"])
-    from_cli = parse_job(merge_overrides({"kind": "train"}, _train_overrides(args)))
+    table = job_options(TrainJob)
+    from_cli = parse_job(merge_overrides({"kind": "train"}, overrides(table, given(table, args), "train")))
     job = tmp_path / "job.yaml"
     job.write_text(f"kind: train\nout: o\ndata: {{path: {shards_dir}}}\ntrain: {{epochs: 3}}\n"
                    "model: {model_type: attention_unet, base_filters: 8}\n")
