@@ -1,7 +1,7 @@
 """The public Python API: one function per CLI command, same arguments, same results.
 
 Each function builds the same job the CLI would (:mod:`geoseg_batch.config`) and runs it
-through :func:`geoseg_batch.runner.run_job`, returning a :class:`JobResult`.
+through :func:`geoseg_batch.runs.run_job`, returning a :class:`JobResult`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult
 from geoseg_batch.errors import MissingInputError
-from geoseg_batch.runner import JobResult, run_job
+from geoseg_batch.runs import JobResult, run_job
 
 __all__ = [
     "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene", "mosaic",
