@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from geoseg_batch.io.publish import atomic_path, link_tree, staged_directory, versioned_directory
 
@@ -51,11 +52,11 @@ class Storage(Protocol):
     def rename(self, source: Path, destination: Path) -> None:
         """Move ``source`` onto ``destination`` in one step."""
 
-    def staged(self, out: Path, overwrite: bool, resume_key: str | None) -> ContextManager[Path]:
+    def staged(self, out: Path, overwrite: bool, resume_key: str | None) -> AbstractContextManager[Path]:
         """A staging place that becomes ``out`` when the block succeeds (see :func:`staged_directory`)."""
 
     def versioned(self, out: Path, resume_key: str, keep: int, overwrite: bool
-                  ) -> ContextManager[tuple[Path, Path | None]]:
+                  ) -> AbstractContextManager[tuple[Path, Path | None]]:
         """(staging place, previous version or None); on success the staging place becomes the version
         ``out`` points to (see :func:`versioned_directory`)."""
 
@@ -107,12 +108,12 @@ class LocalStorage:
         """``os.replace``: atomic on one filesystem."""
         os.replace(source, destination)
 
-    def staged(self, out: Path, overwrite: bool, resume_key: str | None) -> ContextManager[Path]:
+    def staged(self, out: Path, overwrite: bool, resume_key: str | None) -> AbstractContextManager[Path]:
         """:func:`~geoseg_batch.io.publish.staged_directory`: a hidden sibling renamed to ``out``."""
         return staged_directory(out, overwrite=overwrite, resume_key=resume_key)
 
     def versioned(self, out: Path, resume_key: str, keep: int, overwrite: bool
-                  ) -> ContextManager[tuple[Path, Path | None]]:
+                  ) -> AbstractContextManager[tuple[Path, Path | None]]:
         """:func:`~geoseg_batch.io.publish.versioned_directory`: versions behind a swapped symbolic link."""
         return versioned_directory(out, resume_key, keep=keep, overwrite=overwrite)
 
