@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from geoseg_batch.runs.mosaic import run_mosaic
 from geoseg_batch.runs.predict import run_predict
 from geoseg_batch.runs.result import JobResult
 from geoseg_batch.runs.train import run_train
+
+if TYPE_CHECKING:
+    from geoseg_batch.data.synthetic import SynthResult
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def run_demo(job: DemoJob, client: Any | None = None) -> JobResult:
     return JobResult("demo", out, manifest, outputs, summary)
 
 
-def _demo_scenes(job: DemoJob, data: Any, bundle: Path, client: Any
+def _demo_scenes(job: DemoJob, data: SynthResult, bundle: Path, client: Any
                  ) -> tuple[dict[str, float], list[tuple[str, Path]], JobResult]:
     """(F1 per scene, quicklooks, mosaic result) of predicting the synthetic scenes and mosaicking them."""
     from geoseg_batch.report import prediction_quicklooks

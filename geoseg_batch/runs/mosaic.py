@@ -6,7 +6,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import MosaicJob, resolved
 from geoseg_batch.errors import ConfigError
@@ -16,7 +16,11 @@ from geoseg_batch.io.state import STATE_NAME, RunState
 from geoseg_batch.runs.result import JobResult
 from geoseg_batch.runs.settings import job_settings
 
+if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
+    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary
+
 MOSAIC_STORE = "mosaic.zarr"
+"""The mosaic's zarr store in ``out``."""
 COG_NAMES = {"mask": "mosaic_mask.tif", "probabilities": "mosaic_probabilities.tif"}
 """The mosaic's COGs: {zarr variable: file name}."""
 
@@ -57,7 +61,7 @@ def files_key(path: Path) -> str:
     return combined_digest({"files": json.dumps(stats)})
 
 
-def grid_record(grid: Any) -> dict[str, Any]:
+def grid_record(grid: MosaicGrid) -> dict[str, Any]:
     """The mosaic grid as recorded in the summary and state.json: CRS, transform, shape, chunk."""
     return {"crs": str(grid.crs), "transform": [float(v) for v in tuple(grid.transform)[:6]],
             "shape": list(grid.shape), "chunk": grid.chunk}
@@ -97,8 +101,8 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     return JobResult("mosaic", out, manifest, [output], summary)
 
 
-def _build(job: MosaicJob, paths: list[Path], grid: Any, chunks: set[tuple[int, int]] | None,
-           cog_names: dict[str, str], publication: Publication, client: Any | None) -> Any:
+def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,
+           cog_names: dict[str, str], publication: Publication, client: Any | None) -> MosaicSummary:
     """Write ``chunks`` (None: all) of the mosaic store in the stage, then its COGs (the previous ones when no
     chunk changed); the build's record. A cluster is started from ``job.cluster`` only when there is work."""
     from geoseg_batch.cluster import connect
@@ -118,7 +122,7 @@ def _build(job: MosaicJob, paths: list[Path], grid: Any, chunks: set[tuple[int, 
     return built
 
 
-def _summary(job: MosaicJob, grid: Any, built: Any, scenes: int, incremental: bool, started: float
+def _summary(job: MosaicJob, grid: MosaicGrid, built: MosaicSummary, scenes: int, incremental: bool, started: float
              ) -> dict[str, Any]:
     """The mosaic run's summary figures."""
     wall = time.perf_counter() - started

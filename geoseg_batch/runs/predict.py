@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob, resolved
 from geoseg_batch.io.publication import Publication
@@ -17,6 +17,10 @@ from geoseg_batch.runs.result import JobResult
 from geoseg_batch.runs.scenes import (
     COG_VARIABLES, ModelSession, ScenePlan, hashed_inputs, keyed, model_session, plan_scenes, run_key, scene_keys,
 )
+
+if TYPE_CHECKING:
+    from geoseg_batch.model.bundle import BundleMetadata
+    from geoseg_batch.monitor import PeakMemory
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,8 @@ def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
             "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
 
 
-def _predict_scenes(job: PredictJob, metadata: Any, plans: list[ScenePlan], publication: Publication,
-                    session: ModelSession | None, memory: Any) -> dict[str, Any]:
+def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
+                    session: ModelSession | None, memory: PeakMemory) -> dict[str, Any]:
     """Predict ``plans`` into the stage (skipping tiles recorded as done); the work's summary figures."""
     from geoseg_batch.cluster import worker_memory
     from geoseg_batch.infer.segment import run_graph
@@ -149,7 +153,7 @@ def _predict_scenes(job: PredictJob, metadata: Any, plans: list[ScenePlan], publ
     return figures
 
 
-def _tile_graphs(job: PredictJob, metadata: Any, plans: list[ScenePlan], publication: Publication,
+def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
                  session: ModelSession) -> tuple[list[Any], int]:
     """(model task graphs of every scene, tiles already recorded as done): each scene's store is created
     (or found, when resuming) in the stage, its tiles recording their completion there."""

@@ -14,12 +14,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import checksums, config_digest, require_free
 from geoseg_batch.runs.settings import job_settings
+
+if TYPE_CHECKING:  # the geo modules import rasterio and xarray; only predict runs load them
+    from geoseg_batch.geo.grid import TileGrid
+    from geoseg_batch.geo.scene import Scene
+    from geoseg_batch.model.bundle import BundleMetadata
 
 COG_VARIABLES = ("mask", "probabilities")
 """The zarr variables written as COGs, in the order they are written."""
@@ -32,8 +37,8 @@ class ScenePlan:
 
     path: Path
     stem: str
-    scene: Any  # geo.scene.Scene
-    grid: Any  # geo.grid.TileGrid
+    scene: Scene
+    grid: TileGrid
     key: str = ""
     with_cogs: bool = True
     with_polygons: bool = False
@@ -61,7 +66,7 @@ class ScenePlan:
         return {"scene": str(self.path), **{key: str(directory / name) for key, name in self.outputs().items()}}
 
 
-def plan_scenes(job: PredictJob, metadata: Any) -> list[ScenePlan]:
+def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
     """The job's scenes, opened and checked against the model (``metadata``), with their tile grids; no key yet.
 
     Raises ConfigError for a tile size that is not a multiple of the model's size multiple
