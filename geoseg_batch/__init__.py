@@ -18,7 +18,7 @@ from geoseg_batch.api import (  # noqa: E402  (the version must exist before sub
 from geoseg_batch.config import (  # noqa: E402
     DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job,
 )
-from geoseg_batch.runner import run_job  # noqa: E402
+from geoseg_batch.runs import run_job  # noqa: E402
 
 __all__ = [
     "__version__", "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene",

@@ -1,7 +1,7 @@
 """The public Python API: one function per CLI command, same arguments, same results.
 
 Each function builds the same job the CLI would (:mod:`geoseg_batch.config`) and runs it
-through :func:`geoseg_batch.runner.run_job`, returning a :class:`JobResult`.
+through :func:`geoseg_batch.runs.run_job`, returning a :class:`JobResult`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from geoseg_batch.data.synthetic import SynthResult
 from geoseg_batch.errors import MissingInputError
 from geoseg_batch.options import job_options, section_defaults
 from geoseg_batch.options import overrides as _overrides
-from geoseg_batch.runner import JobResult, run_job
+from geoseg_batch.runs import JobResult, run_job
 
 __all__ = [
     "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene", "mosaic",

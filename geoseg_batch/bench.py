@@ -146,7 +146,7 @@ def _bench_train_workers(json_path: str | Path, chips: int, size: int, bands: in
     import csv
 
     from geoseg_batch.config import parse_job
-    from geoseg_batch.runner import run_job
+    from geoseg_batch.runs import run_job
 
     figures: dict[str, Any] = {"chips": chips, "chip_size": size, "bands": bands, "batch_size": batch_size,
                                "base_filters": base_filters, "depth": depth, "epochs": epochs}

@@ -237,3 +237,20 @@ def _announce_external(client: Any, scheduler: str) -> None:
             "and reach it through an SSH tunnel (ssh -L 8787:127.0.0.1:8787 %s).",
             scheduler, host, _WHY, host,
         )
+
+
+def cluster_gpus(client: Any) -> float:
+    """GPUs the cluster's workers advertise (their resource GPU, summed)."""
+    return float(sum(w.get("resources", {}).get("GPU", 0) for w in client.scheduler_info()["workers"].values()))
+
+
+def worker_memory(client: Any) -> int:
+    """Bytes of memory the cluster's workers use now, summed (0 when they report none)."""
+    return sum(int(w.get("metrics", {}).get("memory", 0)) for w in client.scheduler_info()["workers"].values())
+
+
+def model_lanes(client: Any, gpu: bool) -> int:
+    """How many model tasks ``client``'s cluster runs at once: its GPUs when ``gpu``, else its worker threads."""
+    if gpu:
+        return max(1, int(cluster_gpus(client)))
+    return max(1, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))

@@ -45,8 +45,13 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
 def write_json(path: Path | str, payload: Any) -> Path:
     """Write ``payload`` as indented JSON, atomically; returns the path."""
     with atomic_path(path, ".json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(json_text(payload))
     return Path(path)
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as the indented JSON text (with a final newline) that :func:`write_json` writes."""
+    return json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
 def _json_default(value: Any) -> Any:
@@ -221,6 +226,25 @@ def versions() -> dict[str, str]:
     return found
 
 
+def manifest_payload(
+    *,
+    command: str,
+    outputs: list[dict[str, Any]],
+    summary: Mapping[str, Any],
+    config: Mapping[str, Any],
+    inputs: Mapping[str, str],
+) -> dict[str, Any]:
+    """The content of ``manifest.json``: command, outputs, summary, config, versions, checksums."""
+    return {
+        "command": command,
+        "outputs": outputs,
+        "summary": dict(summary),
+        "config": dict(config),
+        "versions": versions(),
+        "checksums": dict(inputs),
+    }
+
+
 def write_manifest(
     out_dir: Path | str,
     *,
@@ -231,12 +255,5 @@ def write_manifest(
     inputs: Mapping[str, str],
 ) -> Path:
     """Write ``out_dir/manifest.json`` (atomically) and return its path."""
-    payload = {
-        "command": command,
-        "outputs": outputs,
-        "summary": dict(summary),
-        "config": dict(config),
-        "versions": versions(),
-        "checksums": dict(inputs),
-    }
+    payload = manifest_payload(command=command, outputs=outputs, summary=summary, config=config, inputs=inputs)
     return write_json(Path(out_dir) / MANIFEST_NAME, payload)

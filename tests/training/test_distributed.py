@@ -13,7 +13,7 @@ import pytest
 
 from geoseg_batch.config import parse_job
 from geoseg_batch.errors import RunError
-from geoseg_batch.runner import run_job
+from geoseg_batch.runs import run_job
 from geoseg_batch.training.distributed import balanced_assignment, steps_per_epoch
 from geoseg_batch.training.fit import TrainState
 from tests.conftest import local_client

@@ -1,0 +1,121 @@
+"""One run's publication: where a job writes, what it may reuse, and how its results appear.
+
+Every job writes its results through a :class:`Publication` (a context manager)::
+
+    with Publication(out, key, incremental=job.incremental, overwrite=job.overwrite) as publication:
+        reused = publication.previous_state.reusable_scenes(keys)   # incremental: the last version's record
+        publication.reuse("scene.zarr")                          # hard link from the previous version
+        ... write into publication.stage ...
+        publication.record_state(RunState.for_scenes(...))        # state.json
+        manifest = publication.write_manifest(command="predict", ...)
+    # published here, in one step, only if the block succeeded
+
+Three ways of publishing, as the jobs have always done:
+
+- staged (the default): the results are built in a hidden staging directory named after
+  ``key`` (tile completion records under its ``.done/``, so a killed run resumes) and
+  renamed onto ``out`` at the end (:func:`~geoseg_batch.io.publish.staged_directory`);
+- ``incremental``: a new version of ``out`` (a link to the current version, the 3 newest
+  kept), the previous version's state and files available for reuse, and the link swapped
+  at the end (:func:`~geoseg_batch.io.publish.versioned_directory`);
+- ``direct``: results written in ``out`` itself, as they are made (training, whose
+  checkpoints must survive a crash; the demo and pipelines, whose steps publish their own).
+
+A failure inside the block publishes nothing: ``out`` keeps what it held before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from geoseg_batch.io.publish import MANIFEST_NAME, json_text, manifest_payload
+from geoseg_batch.io.state import STATE_NAME, RunState
+from geoseg_batch.io.storage import LocalStorage, Storage
+
+RECORDS_DIR = ".done"
+"""The staging directory's tile completion records (hidden: never published)."""
+
+VERSIONS_KEPT = 3
+"""Versions of an incremental output kept (the current one included)."""
+
+
+class Publication:
+    """The staging of one run's results and their publication on exit (see the module docstring)."""
+
+    def __init__(self, out: Path | str, key: str | None = None, *, incremental: bool = False,
+                 overwrite: bool = False, direct: bool = False, storage: Storage | None = None) -> None:
+        if incremental and (direct or key is None):
+            raise ValueError(f"an incremental publication needs a key and a stage (received key={key!r}, "
+                             f"direct={direct}); pass the run's key and direct=False")
+        self.out = Path(out)
+        self.key = key
+        self.incremental = incremental
+        self.overwrite = overwrite
+        self.direct = direct
+        self.storage: Storage = storage or LocalStorage()
+        self.stage: Path = self.out
+        self.previous: Path | None = None
+        self._open = contextlib.ExitStack()
+        self._state: RunState | None = None
+
+    def __enter__(self) -> Publication:
+        if self.incremental:
+            assert self.key is not None
+            self.stage, self.previous = self._open.enter_context(
+                self.storage.versioned(self.out, self.key, VERSIONS_KEPT, self.overwrite))
+        elif not self.direct:
+            self.stage = self._open.enter_context(self.storage.staged(self.out, self.overwrite, self.key))
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> bool:
+        return bool(self._open.__exit__(kind, error, trace))
+
+    @property
+    def previous_state(self) -> RunState:
+        """The previous version's :class:`RunState`; empty when there is none (or it recorded none)."""
+        if self._state is None:
+            path = None if self.previous is None else self.previous / STATE_NAME
+            found = path is not None and self.storage.exists(path)
+            self._state = RunState.loads(self.storage.read_text(path)) if found else RunState()  # type: ignore[arg-type]
+        return self._state
+
+    def has_previous(self, name: str) -> bool:
+        """Whether the previous version holds ``name``."""
+        return self.previous is not None and self.storage.exists(self.previous / name)
+
+    def reuse(self, name: str, missing_ok: bool = True) -> bool:
+        """Link ``name`` from the previous version into the stage (unless the stage has it already);
+        whether the stage now holds it. ``missing_ok=False``: FileNotFoundError when the previous lacks it."""
+        if self.storage.exists(self.stage / name):
+            return True
+        if not self.has_previous(name):
+            if missing_ok:
+                return False
+            raise FileNotFoundError(f"{self.previous}: holds no {name} to reuse")
+        assert self.previous is not None
+        self.storage.link(self.previous / name, self.stage / name)
+        return True
+
+    def records_dir(self, name: str) -> Path:
+        """Where the tasks writing ``name`` record their finished pieces (kept in a failed stage, never published)."""
+        return self.stage / RECORDS_DIR / name
+
+    def published(self, name: str) -> Path:
+        """Where ``name`` will be once published."""
+        return self.out / name
+
+    def record_state(self, state: RunState) -> Path:
+        """Write ``state.json`` into the stage; returns its staged path."""
+        return self.storage.write_text(self.stage / STATE_NAME, state.dumps())
+
+    def write_manifest(self, *, command: str, outputs: list[dict[str, Any]], summary: Mapping[str, Any],
+                       config: Mapping[str, Any], inputs: Mapping[str, str]) -> Path:
+        """Write ``manifest.json`` into the stage; returns the path it is published at."""
+        payload = manifest_payload(command=command, outputs=outputs, summary=summary, config=config, inputs=inputs)
+        self.storage.write_text(self.stage / MANIFEST_NAME, json_text(payload))
+        return self.published(MANIFEST_NAME)

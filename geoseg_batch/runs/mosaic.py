@@ -1,0 +1,146 @@
+"""run_mosaic: the scenes' predictions reprojected and merged onto one grid, chunk by chunk; zarr + COGs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg_batch.config import MosaicJob, resolved
+from geoseg_batch.errors import ConfigError
+from geoseg_batch.io.publication import Publication
+from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest
+from geoseg_batch.io.state import STATE_NAME, RunState
+from geoseg_batch.runs.result import JobResult
+from geoseg_batch.runs.settings import job_settings
+
+if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
+    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary
+
+MOSAIC_STORE = "mosaic.zarr"
+"""The mosaic's zarr store in ``out``."""
+COG_NAMES = {"mask": "mosaic_mask.tif", "probabilities": "mosaic_probabilities.tif"}
+"""The mosaic's COGs: {zarr variable: file name}."""
+
+
+def prediction_stores(predictions: list[Path]) -> dict[str, tuple[Path, str]]:
+    """{scene stem: (zarr store, content key)} of predict output directories (or stores), in order.
+
+    The key is what the predict run recorded the scene's outputs were made from; a store
+    without that record gets one from its files' sizes and times.
+    """
+    from geoseg_batch.errors import MissingInputError
+
+    stores: dict[str, tuple[Path, str]] = {}
+    for directory in predictions:
+        directory = Path(directory)
+        if directory.suffix == ".zarr":
+            stores[directory.stem] = (directory, files_key(directory))
+            continue
+        manifest = directory / MANIFEST_NAME
+        if not manifest.exists():
+            raise MissingInputError(f"{directory}: not a predict output (no manifest.json); give predict --out "
+                                    "directories or .zarr stores")
+        state_path = directory / STATE_NAME
+        state = RunState.loads(state_path.read_text()) if state_path.exists() else RunState()
+        for entry in json.loads(manifest.read_text())["outputs"]:
+            store = directory / Path(entry["zarr"]).name
+            stem = store.stem
+            if stem in stores:
+                raise ConfigError(f"{directory}: scene {stem!r} is also in another prediction directory; "
+                                  "mosaic each scene once")
+            stores[stem] = (store, state.key_of(stem) or files_key(store))
+    return stores
+
+
+def files_key(path: Path) -> str:
+    """A content key of the tree at ``path`` from its files' names, sizes and modification times."""
+    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+    return combined_digest({"files": json.dumps(stats)})
+
+
+def grid_record(grid: MosaicGrid) -> dict[str, Any]:
+    """The mosaic grid as recorded in the summary and state.json: CRS, transform, shape, chunk."""
+    return {"crs": str(grid.crs), "transform": [float(v) for v in tuple(grid.transform)[:6]],
+            "shape": list(grid.shape), "chunk": grid.chunk}
+
+
+def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
+    """Reproject and merge the scenes' predictions onto one grid, chunk by chunk on Dask; zarr + COGs.
+
+    ``incremental``: the previous version's chunks are kept (hard links) and only the chunks
+    touched by scenes that are new, changed or gone since then are recomputed (all of them
+    when the target grid changed); the new version is published atomically.
+    """
+    from geoseg_batch.geo.mosaic import chunks_touched, mosaic_grid
+
+    started = time.perf_counter()
+    stores = prediction_stores(job.predictions)
+    paths = [store for store, _ in stores.values()]
+    grid = mosaic_grid(paths, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
+    keys = {stem: key for stem, (_, key) in stores.items()}
+    out = Path(job.out)
+    key = config_digest(job_settings(job, predictions=[]), keys)
+    with Publication(out, key, incremental=job.incremental, overwrite=job.overwrite) as publication:
+        footprints = {stem: chunks_touched(grid, [store]) for stem, (store, _) in stores.items()}
+        chunks = (publication.previous_state.chunks_to_rewrite(grid_record(grid), keys, footprints)
+                  if publication.has_previous(MOSAIC_STORE) else None)
+        if chunks is not None:
+            publication.reuse(MOSAIC_STORE)
+        cog_names = COG_NAMES if job.cog else {}
+        built = _build(job, paths, grid, chunks, cog_names, publication, client)
+        publication.record_state(RunState.for_mosaic(grid_record(grid), keys, footprints))
+        output = {"zarr": str(out / MOSAIC_STORE), **{("mask_cog" if v == "mask" else "probability_cog"): str(out / n)
+                                                        for v, n in cog_names.items()}}
+        summary = _summary(job, grid, built, len(stores), chunks is not None, started)
+        _write_report(job, output, summary, publication)
+        manifest = publication.write_manifest(command="mosaic", outputs=[output], summary=summary,
+                                              config=resolved(job), inputs=keys)
+    return JobResult("mosaic", out, manifest, [output], summary)
+
+
+def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,
+           cog_names: dict[str, str], publication: Publication, client: Any | None) -> MosaicSummary:
+    """Write ``chunks`` (None: all) of the mosaic store in the stage, then its COGs (the previous ones when no
+    chunk changed); the build's record. A cluster is started from ``job.cluster`` only when there is work."""
+    from geoseg_batch.cluster import connect
+    from geoseg_batch.geo.mosaic import build_mosaic
+    from geoseg_batch.io.cog import write_cog
+
+    store_path = publication.stage / MOSAIC_STORE
+    with (connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active:
+        built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
+                             client=active)
+        if chunks == set() and publication.previous is not None:  # nothing changed: the COGs are the previous ones
+            for name in cog_names.values():
+                publication.reuse(name, missing_ok=False)
+        elif cog_names:
+            active.gather([active.submit(write_cog, store_path, variable, publication.stage / name, job.chunk,
+                                         pure=False) for variable, name in cog_names.items()])
+    return built
+
+
+def _summary(job: MosaicJob, grid: MosaicGrid, built: MosaicSummary, scenes: int, incremental: bool, started: float
+             ) -> dict[str, Any]:
+    """The mosaic run's summary figures."""
+    wall = time.perf_counter() - started
+    megapixels = grid.shape[0] * grid.shape[1] / 1e6
+    return {"scenes": scenes, "merge": job.merge, "megapixels": round(megapixels, 3),
+            "chunks_total": built.chunks_total, "chunks_written": len(built.chunks_written),
+            "chunks_per_worker": built.chunks_per_worker,
+            "incremental": incremental, "wall_s": round(wall, 3), "mpx_per_s": round(megapixels / wall, 4),
+            "grid": grid_record(grid)}
+
+
+def _write_report(job: MosaicJob, output: dict[str, str], summary: dict[str, Any], publication: Publication) -> None:
+    """Write the run report (with the mosaic's quicklooks) into the stage; its published path goes into
+    ``summary``."""
+    from geoseg_batch.report import prediction_quicklooks, write_run_report
+
+    staged_cogs = {key: str(publication.stage / Path(path).name) for key, path in output.items()
+                   if key.endswith("_cog")}
+    images = prediction_quicklooks(staged_cogs, publication.stage / "report", name="mosaic")
+    summary["report"] = str(publication.published("report.html"))
+    write_run_report(publication.stage / "report.html", f"mosaic: {job.name}", summary, resolved(job), images)

@@ -1,0 +1,191 @@
+"""run_predict: every scene segmented tile by tile on the cluster; zarr + COGs per scene, published atomically."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg_batch.config import PredictJob, resolved
+from geoseg_batch.io.publication import Publication
+from geoseg_batch.io.publish import checksums
+from geoseg_batch.io.state import RunState
+from geoseg_batch.runs.result import JobResult
+from geoseg_batch.runs.scenes import (
+    COG_VARIABLES, ModelSession, ScenePlan, hashed_inputs, keyed, model_session, plan_scenes, run_key, scene_keys,
+)
+
+if TYPE_CHECKING:
+    from geoseg_batch.model.bundle import BundleMetadata
+    from geoseg_batch.monitor import PeakMemory
+
+log = logging.getLogger(__name__)
+
+REPORT_SCENES = 8  # scenes shown in a run report (a nightly run may hold hundreds)
+
+
+def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
+    """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
+
+    Everything is validated (bundle, scenes, tile size, output path) before a cluster is
+    started or a file written. Resumable: the staging directory is named after the job's
+    settings and input checksums and records finished tiles, so re-running a killed job
+    computes only the rest. ``incremental``: scenes whose content and settings are unchanged
+    since the last run keep their outputs (hard links), only the others are predicted, and
+    ``out`` switches to the new version in one atomic step.
+    """
+    from geoseg_batch.model.bundle import read_metadata
+    from geoseg_batch.monitor import PeakMemory
+
+    started = time.perf_counter()
+    metadata = read_metadata(job.model)
+    plans = plan_scenes(job, metadata)
+    out = Path(job.out)
+    with contextlib.ExitStack() as running:
+        model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
+        model_digest = model_checksum[str(job.model)]
+        sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
+        plans = keyed(plans, job, model_checksum, sums)
+        with (Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite)
+              as publication, PeakMemory() as memory):
+            reused = publication.previous_state.reusable_scenes(scene_keys(plans))
+            for plan in plans:
+                for name in plan.outputs().values() if plan.stem in reused else ():
+                    publication.reuse(name)
+            todo = [p for p in plans if p.stem not in reused]
+            if todo and session is None:
+                session = running.enter_context(model_session(job, model_digest, client))
+            summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
+                       **_predict_scenes(job, metadata, todo, publication, session, memory)}
+            publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
+            _add_speed(summary, started, len(todo))
+            _write_report(job, plans, publication, session, summary)
+            outputs = [p.entry(out) for p in plans]
+            manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
+                                                  config=resolved(job), inputs={**model_checksum, **sums})
+    return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
+    """Add the run's wall time and speed to ``summary`` and log the run's one-line summary."""
+    from geoseg_batch.monitor import RunSummary
+
+    summary["wall_s"] = round(time.perf_counter() - started, 3)
+    summary["mpx_per_s"] = round(summary["megapixels"] / summary["wall_s"], 4)
+    log.info("%s", RunSummary.of(scenes, summary["tiles_total"], summary["tiles_computed"],
+                                 summary["megapixels"], summary["wall_s"],
+                                 summary["peak_worker_rss_bytes"] or None,
+                                 tiles_skipped=summary["tiles_skipped"]).format())
+
+
+def _write_report(job: PredictJob, plans: list[ScenePlan], publication: Publication, session: ModelSession | None,
+                  summary: dict[str, Any]) -> None:
+    """Write the run report (quicklooks of the first :data:`REPORT_SCENES` scenes) into the stage; its
+    published path goes into ``summary``."""
+    from geoseg_batch.report import write_run_report
+
+    entries = [p.entry(publication.stage) for p in plans[:REPORT_SCENES]]
+    images = _quicklooks(entries if job.cog else [], publication.stage / "report",
+                         session.client if session else None)
+    summary["report"] = str(publication.published("report.html"))
+    write_run_report(publication.stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
+
+
+def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None) -> list[tuple[str, Path]]:
+    """The report's quicklooks of predict output entries: one task per image on ``client`` (side by side),
+    else here."""
+    from geoseg_batch.report import QUICKLOOK_SOURCES, prediction_quicklooks
+
+    if client is None:
+        return [image for entry in entries for image in prediction_quicklooks(entry, out_dir)]
+    tasks = [client.submit(prediction_quicklooks, entry, out_dir, kinds=(kind,), pure=False)
+             for entry in entries for kind in QUICKLOOK_SOURCES]
+    return [image for images in client.gather(tasks) for image in images]
+
+
+def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
+    """The summary figures of predicting ``plans``, before any tile ran."""
+    megapixels = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6
+    return {"megapixels": round(megapixels, 3), "tiles_total": sum(len(p.grid.tiles()) for p in plans),
+            "tiles_computed": 0, "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch, "tile": job.tile,
+            "halo": plans[0].grid.halo if plans else None, "overlap_fraction": 0.0,
+            "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
+
+
+def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
+                    session: ModelSession | None, memory: PeakMemory) -> dict[str, Any]:
+    """Predict ``plans`` into the stage (skipping tiles recorded as done); the work's summary figures."""
+    from geoseg_batch.cluster import worker_memory
+    from geoseg_batch.infer.segment import run_graph
+    from geoseg_batch.monitor import TileProgress
+
+    figures = _no_work_figures(job, plans)
+    if not plans or session is None:
+        return figures  # nothing new: no cluster, no model
+    megapixels, tiles_total = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6, figures["tiles_total"]
+    graphs, resumed = _tile_graphs(job, metadata, plans, publication, session)
+    log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(plans),
+             tiles_total, resumed, job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
+    tiles_started = time.perf_counter()
+    todo = tiles_total - resumed
+    with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
+        records = run_graph(graphs, session.client, progress)
+    cogs_started = time.perf_counter()
+    _write_products(job, plans, publication.stage, session.client)
+    phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
+              "cogs_s": round(time.perf_counter() - cogs_started, 3)}
+    log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
+    model_pixels = sum(r.model_pixels for r in records)
+    computed = [r for r in records if r.computed]
+    figures.update({
+        "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
+        "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
+        "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
+        "phases": phases,
+    })
+    memory.sample()
+    # Workers of an external cluster are not our children: their current memory is a lower bound.
+    figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or worker_memory(session.client)
+    figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
+    return figures
+
+
+def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
+                 session: ModelSession) -> tuple[list[Any], int]:
+    """(model task graphs of every scene, tiles already recorded as done): each scene's store is created
+    (or found, when resuming) in the stage, its tiles recording their completion there."""
+    from geoseg_batch.cluster import model_lanes
+    from geoseg_batch.infer.segment import segment_graph
+    from geoseg_batch.io.zarr_store import create_store
+
+    graphs, resumed, tiles_before = [], 0, 0
+    lanes = model_lanes(session.client, session.gpu)
+    for number, plan in enumerate(plans):
+        target = create_store(publication.stage / plan.store, plan.scene.data, job.tile, metadata.classes,
+                              metadata.threshold, job.float_output, job.zarr_format,
+                              done_dir=publication.records_dir(plan.stem))
+        resumed += len(target.done_tiles())
+        graphs.extend(segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
+                                    token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
+                                    priority=-tiles_before))
+        tiles_before += len(plan.grid.tiles())  # a scene's model tasks queue after the previous scene's
+    return graphs, resumed
+
+
+def _write_products(job: PredictJob, plans: list[ScenePlan], stage: Path, client: Any) -> None:
+    """Write each scene's COGs and (``job.polygons``) polygons from its zarr store, on ``client``."""
+    from geoseg_batch.geo.polygons import store_polygons, submit_regions
+    from geoseg_batch.io.cog import write_cog
+    from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE
+
+    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), job.tile, pure=False)
+            for p in plans for variable in COG_VARIABLES] if job.cog else []
+    regions = {p.stem: submit_regions(client, stage / p.store, MASK_NODATA,
+                                      None if job.float_output else PROBABILITY_SCALE) for p in plans if job.polygons}
+    polygon_files = {p.stem: stage / p.outputs()["polygons"] for p in plans if job.polygons}
+    for stem, chunks in regions.items():  # joined here while the COGs are written
+        store_polygons(client.gather(chunks), stage / f"{stem}.zarr", polygon_files[stem], stem)
+    client.gather(cogs)  # all scenes' COGs side by side

@@ -1,0 +1,147 @@
+"""What a predict run works on: one :class:`ScenePlan` per scene, and the model session that predicts them.
+
+A plan is made once per scene, after the scene was opened and validated; it is the one
+place that knows a scene's outputs (their names in ``out``, its manifest entry) and the
+content key its outputs are made from (what incremental runs compare).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg_batch.config import PredictJob
+from geoseg_batch.errors import ConfigError
+from geoseg_batch.io.publish import checksums, config_digest, require_free
+from geoseg_batch.runs.settings import job_settings
+
+if TYPE_CHECKING:  # the geo modules import rasterio and xarray; only predict runs load them
+    from geoseg_batch.geo.grid import TileGrid
+    from geoseg_batch.geo.scene import Scene
+    from geoseg_batch.model.bundle import BundleMetadata
+
+COG_VARIABLES = ("mask", "probabilities")
+"""The zarr variables written as COGs, in the order they are written."""
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """One scene of a predict run: where it is, its outputs' stem, the opened scene, its tile grid, its
+    content key, and which optional outputs (COGs, polygons) the job makes."""
+
+    path: Path
+    stem: str
+    scene: Scene
+    grid: TileGrid
+    key: str = ""
+    with_cogs: bool = True
+    with_polygons: bool = False
+
+    @property
+    def store(self) -> str:
+        """The name of the scene's zarr store."""
+        return f"{self.stem}.zarr"
+
+    def cog_name(self, variable: str) -> str:
+        """The name of the COG of zarr ``variable`` ("mask" or "probabilities")."""
+        return f"{self.stem}_{variable}.tif"
+
+    def outputs(self) -> dict[str, str]:
+        """{manifest key: file name} of everything made from the scene, in manifest order."""
+        names = {"zarr": self.store}
+        if self.with_cogs:
+            names.update({"mask_cog": self.cog_name("mask"), "probability_cog": self.cog_name("probabilities")})
+        if self.with_polygons:
+            names["polygons"] = f"{self.stem}_polygons.gpkg"
+        return names
+
+    def entry(self, directory: Path) -> dict[str, Any]:
+        """The scene's entry in the manifest's outputs: the scene, and the paths of its outputs in ``directory``."""
+        return {"scene": str(self.path), **{key: str(directory / name) for key, name in self.outputs().items()}}
+
+
+def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
+    """The job's scenes, opened and checked against the model (``metadata``), with their tile grids; no key yet.
+
+    Raises ConfigError for a tile size that is not a multiple of the model's size multiple
+    and for scenes sharing a file name (their outputs would collide).
+    """
+    from geoseg_batch.geo.grid import TileGrid, round_up
+    from geoseg_batch.geo.scene import open_scene, scene_paths
+
+    multiple = metadata.size_multiple
+    if job.tile % multiple:
+        raise ConfigError(
+            f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
+            f"use --tile {round_up(job.tile, multiple)}"
+        )
+    paths = scene_paths(job.scenes, job.scene_list)
+    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata, resample=job.resample,
+                         resampling=job.resampling) for p in paths]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
+    overlap = job.overlap if job.overlap is not None else metadata.receptive_radius // 2
+    halo = metadata.receptive_radius if job.stitch == "exact" else overlap
+    return [ScenePlan(path, path.stem, scene, TileGrid.for_model(scene.shape, job.tile, halo, multiple),
+                      with_cogs=job.cog, with_polygons=job.polygons) for path, scene in zip(paths, scenes)]
+
+
+def keyed(plans: list[ScenePlan], job: PredictJob, model_checksum: dict[str, str],
+          sums: dict[str, str]) -> list[ScenePlan]:
+    """The plans with their content keys: the job's settings, the model's and the scene's checksums."""
+    settings = job_settings(job, scenes=[], scene_list=None)
+    return [dataclasses.replace(p, key=config_digest(settings, {**model_checksum, "scene": sums[str(p.path)]}))
+            for p in plans]
+
+
+def run_key(plans: list[ScenePlan], job: PredictJob) -> str:
+    """The key of the whole run (its staging directory's name): the settings and every scene's key."""
+    return config_digest(job_settings(job, scenes=[], scene_list=None), scene_keys(plans))
+
+
+def scene_keys(plans: list[ScenePlan]) -> dict[str, str]:
+    """{stem: content key} of ``plans``."""
+    return {p.stem: p.key for p in plans}
+
+
+@dataclass(frozen=True)
+class ModelSession:
+    """A cluster with the job's model loaded on every worker."""
+
+    client: Any
+    ref: Any  # PredictorRef
+    gpu: bool  # model tasks ask for a GPU
+    started: float  # perf_counter() when the cluster was asked for
+
+
+@contextlib.contextmanager
+def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Iterator[ModelSession]:
+    """``client`` (or a cluster started from ``job.cluster``, closed on exit) with the model (whose
+    checksum is ``model_digest``) registered."""
+    from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, cluster_gpus, connect
+    from geoseg_batch.infer.predictor import register_model
+
+    started = time.perf_counter()
+    with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
+        ref = register_model(active, job.model, model_digest, job.precision)
+        yield ModelSession(active, ref, job.gpu if job.gpu is not None else cluster_gpus(active) > 0, started)
+
+
+def hashed_inputs(job: PredictJob, paths: list[Path], model_digest: str, client: Any | None,
+                  running: contextlib.ExitStack) -> tuple[dict[str, str], ModelSession | None]:
+    """Checksums of the scenes, and (unless ``job.incremental``) the model session on ``running``,
+    started while the scenes are hashed (hashlib and file reads release the GIL)."""
+    if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
+        return checksums(paths), None
+    require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
+    with concurrent.futures.ThreadPoolExecutor(1) as hasher:
+        hashed = hasher.submit(checksums, paths)
+        session = running.enter_context(model_session(job, model_digest, client))
+        return hashed.result(), session
