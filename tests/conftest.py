@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from tests.helpers import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,13 +60,3 @@ def learnable_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("learnable")
     chips = write_l4s_chips(root / "chips", chips=256, bands=14, size=64, seed=11)
     return pack_shards(chips, root / "shards", chips_per_shard=32).out
-
-
-@contextlib.contextmanager
-def local_client(workers: int, processes: bool) -> Iterator[Any]:
-    """A Client on a LocalCluster of single-threaded workers, without a dashboard."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield client

@@ -53,7 +53,7 @@ def test_validate_bad_jobs(tmp_path, capsys, body, needle):
 def test_unreachable_scheduler_is_one_line_after_a_bounded_wait(tmp_path, capsys):
     import time
 
-    from tests.infer.conftest import make_bundle, write_scene
+    from tests.helpers import make_bundle, write_scene
 
     job = tmp_path / "job.yaml"
     scene, bundle = write_scene(tmp_path / "s.tif", (64, 64)), make_bundle(tmp_path / "m.keras")

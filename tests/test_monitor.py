@@ -22,6 +22,7 @@ from geoseg_batch import cluster as cluster_module
 from geoseg_batch.cluster import ClusterUnreachableError, connect, dashboard_url, is_loopback, metrics_url
 from geoseg_batch.config import ClusterSpec
 from geoseg_batch.monitor import RunSummary, TileProgress, format_bytes, format_duration, track
+from tests.helpers import local_client
 
 ROOT = Path(__file__).resolve().parents[1]
 LINK_LINE = re.compile(r"dask dashboard: (\S+) \(Prometheus metrics: (\S+)\)")
@@ -131,10 +132,7 @@ def _fail(x: int) -> int:
 
 @pytest.fixture(scope="module")
 def threaded_client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None) as lc, \
-            Client(lc) as client:
+    with local_client(1, processes=False, threads_per_worker=4) as client:
         yield client
 
 
@@ -328,7 +326,7 @@ def test_connect_warns_when_the_dashboard_listens_beyond_localhost(caplog, monke
 @pytest.mark.cluster
 def test_submit_prints_a_dashboard_link_that_answers_while_the_job_runs(tmp_path):
     """Acceptance: the link printed by `submit` answers HTTP 200 while the job runs; /metrics has dask_* series."""
-    from tests.infer.conftest import make_bundle, write_scene
+    from tests.helpers import make_bundle, write_scene
 
     bundle = make_bundle(tmp_path / "m.keras", bands=3, depth=3, base_filters=4)
     scene = write_scene(tmp_path / "scene.tif", (1024, 1024), bands=3)

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 CHIPS = SHARED_DATA / "s2_landslide_chips"
 

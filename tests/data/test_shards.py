@@ -15,6 +15,7 @@ from geoseg_batch.data.l4s import scan_l4s
 from geoseg_batch.data.pack import pack_shards
 from geoseg_batch.data.shards import open_shards
 from geoseg_batch.data.stats import BandMoments, combine, compute_stats, load_stats, moments_of
+from tests.helpers import local_client
 
 
 def test_pack_layout(shards_dir, chips_dir):
@@ -66,10 +67,7 @@ def test_moments_combine_in_any_grouping():
 
 
 def test_stats_on_distributed_client_equal_threads(shards_dir):
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with local_client(1, processes=False) as client:
         distributed = compute_stats(open_chips(shards_dir), client=client)
     assert distributed == compute_stats(open_chips(shards_dir))
 

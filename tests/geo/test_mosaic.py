@@ -25,7 +25,7 @@ from geoseg_batch.geo.mosaic import (
     mosaic_grid, store_grid,
 )
 from geoseg_batch.io.cog import write_cog
-from tests.infer.conftest import make_bundle, write_scene
+from tests.helpers import local_client, make_bundle, write_scene
 
 # GDAL's MEM-to-MEM warps, run in threads, now and then warn that a dataset has no
 # geotransform although the results are right (rasterio; odc-geo#131).
@@ -44,10 +44,7 @@ class Predictions:
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    with local_client(1, processes=False) as c:
         yield c
 
 

@@ -8,7 +8,7 @@ import rasterio
 
 from geoseg_batch.cli import main
 
-from .conftest import make_bundle, write_scene
+from tests.helpers import make_bundle, write_scene
 
 
 @pytest.fixture(scope="module")

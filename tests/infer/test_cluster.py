@@ -15,7 +15,7 @@ import xarray as xr
 from geoseg_batch import predict_scene
 from geoseg_batch.infer.segment import TASK_BLOCK
 
-from .conftest import make_bundle, write_scene
+from tests.helpers import local_client, make_bundle, write_scene
 
 
 def _name(key) -> str:
@@ -50,12 +50,9 @@ def test_model_tasks_run_only_on_the_gpu_worker(tmp_path):
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_killed_worker_process_does_not_change_the_output(tmp_path):
-    from distributed import Client, LocalCluster
-
     bundle = make_bundle(tmp_path / "m.keras", base_filters=8)
     scene = write_scene(tmp_path / "scene.tif", (1024, 1024))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with local_client(2, processes=True) as client:
         predict_scene(scene, bundle, tmp_path / "clean", tile=64, float_output=True, cog=False, client=client)
         pids = client.run(os.getpid)
         victim = sorted(pids.values())[0]

@@ -13,9 +13,9 @@ import xarray as xr
 from rasterio.crs import CRS
 
 from geoseg_batch import predict_scene
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
-from .conftest import make_bundle, write_scene
+from tests.helpers import make_bundle, write_scene
 
 needs_gdal = pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdalinfo not installed (apt-get install gdal-bin)")
 

@@ -8,7 +8,7 @@ import xarray as xr
 
 from geoseg_batch import predict_scene
 
-from .conftest import make_bundle, write_scene
+from tests.helpers import make_bundle, write_scene
 
 
 def _whole_mask_regions(store: str):

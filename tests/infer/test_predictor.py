@@ -9,7 +9,7 @@ import numpy as np
 from geoseg_batch.infer.predictor import Predictor, _Staging
 from geoseg_batch.model.bundle import load_bundle
 
-from .conftest import make_bundle
+from tests.helpers import make_bundle
 
 
 def test_windows_views_and_arrays_give_the_model_s_probabilities(tmp_path):
@@ -52,7 +52,7 @@ def test_a_bfloat16_run_is_registered_apart_and_stays_close_to_float32(tmp_path,
 
     from geoseg_batch import predict_scene
 
-    from .conftest import write_scene
+    from tests.helpers import write_scene
 
     bundle = make_bundle(tmp_path / "m.keras")
     scene = write_scene(tmp_path / "s.tif", (90, 70))

@@ -12,7 +12,7 @@ import rasterio
 from geoseg_batch.geo.grid import TileGrid, Window
 from geoseg_batch.infer.segment import TASK_BLOCK, SceneInput, task_blocks
 
-from .conftest import write_scene
+from tests.helpers import write_scene
 
 
 def _block(batch) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 from geoseg_batch import predict_scene
 from geoseg_batch.errors import DataError
 
-from .conftest import make_bundle, whole_scene_pass, write_scene
+from tests.helpers import make_bundle, whole_scene_pass, write_scene
 
 
 def test_a_20m_scene_is_predicted_on_the_bundles_10m_grid_seamlessly(tmp_path, client):

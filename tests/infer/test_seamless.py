@@ -9,7 +9,7 @@ import xarray as xr
 from geoseg_batch import predict_scene
 from geoseg_batch.geo.grid import TileGrid
 
-from .conftest import make_bundle, whole_scene_pass, write_scene
+from tests.helpers import make_bundle, whole_scene_pass, write_scene
 
 CASES = [  # (rows, cols), tile, model type
     ((1001, 777), 64, "unet"),

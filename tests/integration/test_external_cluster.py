@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from geoseg_batch.cli import main
-from tests.infer.conftest import make_bundle, write_scene
+from tests.helpers import make_bundle, write_scene
 
 DASK = str(Path(sys.executable).with_name("dask"))
 

@@ -59,7 +59,7 @@ def test_train_and_evaluate_jobs_tiny(tmp_path, chips_dir, capsys):
 
 
 def test_predict_job_tiny(tmp_path, capsys):
-    from tests.infer.conftest import make_bundle, write_scene
+    from tests.helpers import make_bundle, write_scene
 
     bundle = make_bundle(tmp_path / "m.keras", bands=14)
     scenes = [str(write_scene(tmp_path / f"scene_{n}.tif", (90, 130), bands=14, crs=crs, named=False))
@@ -78,7 +78,7 @@ def test_predict_job_tiny(tmp_path, capsys):
 
 
 def _tiny_predictions(tmp_path: Path) -> tuple[Path, list[str]]:
-    from tests.infer.conftest import make_bundle, write_scene
+    from tests.helpers import make_bundle, write_scene
 
     bundle = make_bundle(tmp_path / "m.keras", bands=14)
     scenes = [str(write_scene(tmp_path / f"scene_{n}.tif", (90, 130), bands=14, crs=crs, named=False, seed=n))
@@ -104,7 +104,7 @@ def test_nightly_job_tiny_redoes_only_what_is_new(tmp_path, capsys):
     from rasterio.transform import from_origin
 
     from geoseg_batch.geo.mosaic import chunks_touched
-    from tests.infer.conftest import make_bundle, write_scene
+    from tests.helpers import make_bundle, write_scene
 
     bundle = make_bundle(tmp_path / "m.keras", bands=14)
     incoming = tmp_path / "incoming"

@@ -16,8 +16,8 @@ import rasterio
 import xarray as xr
 
 from geoseg_batch import predict_scene
-from tests.conftest import local_client
-from tests.infer.conftest import make_bundle, write_scene
+from tests.helpers import local_client
+from tests.helpers import make_bundle, write_scene
 
 
 def _predict_command(scene: Path, bundle: Path, out: Path) -> list[str]:

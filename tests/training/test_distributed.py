@@ -16,7 +16,7 @@ from geoseg_batch.errors import RunError
 from geoseg_batch.runs import run_job
 from geoseg_batch.training.distributed import balanced_assignment, steps_per_epoch
 from geoseg_batch.training.fit import TrainState
-from tests.conftest import local_client
+from tests.helpers import local_client
 
 LEARN = {"model": {"depth": 3, "base_filters": 8}, "train": {"batch_size": 16, "seed": 0, "patience": 0}}
 

@@ -1,0 +1,95 @@
+"""Helpers shared by the test modules: tiny bundles, scenes, one whole-scene pass, the one local cluster.
+
+Imported as ``from tests.helpers import ...``; fixtures live in the conftest files and build on these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@contextlib.contextmanager
+def local_client(workers: int, processes: bool, threads_per_worker: int = 1) -> Iterator[Any]:
+    """A Client on a LocalCluster (``threads_per_worker`` threads per worker), without a dashboard."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=processes,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def make_bundle(path: Path, model_type: str = "unet", bands: int = 3, depth: int = 3, base_filters: int = 4,
+                classes: int = 2, seed: int = 0, resolution_m: float | None = None) -> Path:
+    """A bundle around an untrained model with random BN statistics (so BN is not the identity)."""
+    import keras
+
+    from geoseg_batch.model.bundle import BundleMetadata, save_bundle
+    from geoseg_batch.model.geometry import model_geometry
+    from geoseg_batch.model.unet import build_model
+
+    model = build_model(model_type, bands=bands, classes=classes, depth=depth, base_filters=base_filters, seed=seed)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
+    geometry = model_geometry(model)
+    metadata = BundleMetadata(
+        model_type=model_type, band_names=tuple(f"b{i + 1}" for i in range(bands)),
+        classes=("background", "landslide") if classes == 2 else tuple(f"c{i}" for i in range(classes)),
+        threshold=0.5, input_size=(64, 64), size_multiple=geometry.size_multiple,
+        receptive_radius=geometry.receptive_radius,
+        normalization={"mean": [100.0] * bands, "std": [50.0] * bands, "min": [0.0] * bands, "max": [255.0] * bands},
+        architecture={"depth": depth, "base_filters": base_filters}, resolution_m=resolution_m,
+    )
+    return save_bundle(model, metadata, path)
+
+
+def write_scene(path: Path, shape: tuple[int, int], bands: int = 3, crs: str = "EPSG:32633", dtype: str = "uint8",
+                nodata: float | None = None, seed: int = 0, transform=None, named: bool = True) -> Path:
+    """A smooth-ish random scene (so predictions vary spatially) as a tiled GeoTIFF."""
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    base = rng.normal(0, 1, (bands, rows // 8 + 2, cols // 8 + 2))
+    smooth = np.kron(base, np.ones((8, 8)))[:, :rows, :cols] * 40 + 100 + rng.normal(0, 10, (bands, rows, cols))
+    data = np.clip(smooth, 1, 254).astype(dtype)
+    transform = transform or (from_origin(500000, 5200000, 10, 10) if crs != "EPSG:4326"
+                              else from_origin(14.0, 47.0, 0.0001, 0.0001))
+    with rasterio.open(path, "w", driver="GTiff", height=rows, width=cols, count=bands, dtype=dtype, crs=crs,
+                       transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+                       compress="deflate") as dst:
+        dst.write(data)
+        if named:
+            dst.descriptions = tuple(f"b{i + 1}" for i in range(bands))
+    return path
+
+
+def whole_scene_pass(bundle: Path, scene: Path, resampled=None) -> np.ndarray:
+    """Probabilities (rows, cols, channels) of ONE forward pass over the scene zero-padded (normalized) to 2**depth.
+
+    ``resampled`` (a :class:`~geoseg_batch.geo.scene.Resampled` grid): the whole scene read through it.
+    """
+    import contextlib
+
+    from geoseg_batch.geo.grid import round_up
+    from geoseg_batch.model.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    with rasterio.open(scene) as src, (resampled.warped(src, src.nodata) if resampled is not None
+                                       else contextlib.nullcontext(src)) as source:
+        raw = np.moveaxis(source.read(), 0, -1).astype(np.float32)
+    normalized = loaded.metadata.normalize(raw)
+    m = loaded.metadata.size_multiple
+    rows, cols = normalized.shape[:2]
+    padded = np.zeros((round_up(rows, m), round_up(cols, m), normalized.shape[-1]), np.float32)
+    padded[:rows, :cols] = normalized
+    return np.asarray(loaded.model(padded[None], training=False))[0, :rows, :cols]
