@@ -117,7 +117,8 @@ def fit(job: TrainJob, collection: ChipCollection, stats: BandStats, data_checks
     :mod:`geoseg_batch.training.distributed`): ``collection`` holds this rank's shards, the
     model and optimizer live in the strategy's scope, every rank runs the same steps and
     takes the same early-stopping decisions from all-reduced validation figures, and only
-    the chief writes to ``job.out`` (the others to their scratch directory) and a bundle.
+    the chief writes to ``job.out`` and saves the bundle (the others write to their scratch
+    directory).
     """
     setup = _setup(job, collection, stats, distribution if distribution is not None else SingleProcess())
     run = _build(setup)
