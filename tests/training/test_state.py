@@ -77,7 +77,7 @@ def test_single_process_and_rank_roles(tmp_path: Path):
 def test_public_names_stay_where_they_were(module: str):
     import importlib
 
-    names = {"geoseg_batch.training.fit": ["fit", "FitResult", "TrainState", "weights_digest", "_Loop",
+    names = {"geoseg_batch.training.fit": ["fit", "FitResult", "TrainState", "weights_digest", "TrainLoop",
                                            "BUNDLE_NAME", "HISTORY_NAME", "CURVES_NAME"],
              "geoseg_batch.training.distributed": ["train_on_cluster", "run_rank", "rank_dir", "Distribution",
                                                    "RankResult", "balanced_assignment", "steps_per_epoch"]}[module]
