@@ -13,9 +13,8 @@ from geoseg_batch.api import (
     JobResult, demo, evaluate, info, mosaic, pack_shards, predict_scene, shard_info, shard_stats, submit, synth, train,
     validate,
 )
-from geoseg_batch.config import (
-    DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job,
-)
+from geoseg_batch.config import DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob
+from geoseg_batch.jobfile import load_job
 from geoseg_batch.runs import run_job
 from geoseg_batch.version import __version__
 

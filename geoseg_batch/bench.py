@@ -145,7 +145,7 @@ def _bench_train_workers(json_path: str | Path, chips: int, size: int, bands: in
     """Training chips/s (median over epochs after the first) with 1 and with ``workers`` ranks."""
     import csv
 
-    from geoseg_batch.config import parse_job
+    from geoseg_batch.jobfile import parse_job
     from geoseg_batch.runs import run_job
 
     figures: dict[str, Any] = {"chips": chips, "chip_size": size, "bands": bands, "batch_size": batch_size,

@@ -322,7 +322,7 @@ def _rank_main(payload_path: Path) -> None:
     # is killed by its watcher once the client sees the failure.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    from geoseg_batch.config import parse_job
+    from geoseg_batch.jobfile import parse_job
     from geoseg_batch.data.chips import open_chips
     from geoseg_batch.training.fit import fit
 
