@@ -402,7 +402,7 @@ def _predict_scenes(job: PredictJob, metadata: Any, scenes: list[Any], grids: li
     graphs, resumed, tiles_before = [], 0, 0
     lanes = _model_lanes(active, gpu)
     for number, (scene, grid, stem) in enumerate(zip(scenes, grids, stems)):
-        target = create_store(stage / f"{stem}.zarr", scene.data, job.tile, metadata.classes, metadata.threshold,
+        target = create_store(stage / f"{stem}.zarr", scene.geobox, job.tile, metadata.classes, metadata.threshold,
                               job.float_output, job.zarr_format, done_dir=stage / ".done" / stem)
         resumed += len(target.done_tiles())
         graphs.extend(segment_graph(scene, grid, ref, target, job.stitch, gpu=gpu, token=f"{number}-{stem}",
