@@ -85,6 +85,7 @@ class _UnionFind:
         self.parent: dict[tuple[int, int, int], tuple[int, int, int]] = {}
 
     def find(self, node: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The root of ``node``'s set (paths compressed on the way)."""
         root = self.parent.setdefault(node, node)
         while root != self.parent[root]:
             root = self.parent[root]
@@ -93,6 +94,7 @@ class _UnionFind:
         return root
 
     def union(self, a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
+        """Join the sets of ``a`` and ``b``."""
         self.parent[self.find(a)] = self.find(b)
 
 

@@ -58,6 +58,7 @@ class SceneInput:
 
     @classmethod
     def of(cls, scene: Scene) -> SceneInput:
+        """The picklable part of ``scene``."""
         return cls(str(scene.path), scene.band_indexes, scene.nodata, scene.scales, scene.offsets,
                    str(scene.data.dtype), scene.resampled)
 
@@ -73,6 +74,7 @@ class SceneInput:
 
     @property
     def float_source(self) -> bool:
+        """Whether the scene's pixels are floating point (nodata may then be NaN or infinite)."""
         return np.dtype(self.dtype).kind == "f"
 
 
@@ -93,6 +95,7 @@ class _OpenScenes(threading.local):
         self.source: Any = None
 
     def dataset(self, scene: SceneInput) -> Any:
+        """The open rasterio dataset (or WarpedVRT, when resampled) of ``scene`` on this thread."""
         import rasterio
 
         stat = os.stat(scene.path)
