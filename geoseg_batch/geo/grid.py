@@ -48,12 +48,6 @@ class Window:
         """The whole of a raster of ``shape`` (rows, cols)."""
         return cls(0, shape[0], 0, shape[1])
 
-    @classmethod
-    def from_rasterio(cls, window: Any) -> Window:
-        """The window of a ``rasterio.windows.Window`` (whole-pixel offsets and sizes)."""
-        row0, col0 = int(window.row_off), int(window.col_off)
-        return cls(row0, row0 + int(window.height), col0, col0 + int(window.width))
-
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, cols) of the window."""

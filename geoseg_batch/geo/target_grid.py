@@ -130,11 +130,6 @@ class MosaicGrid:
         object.__setattr__(self, "crs", crs_string(self.crs))
         object.__setattr__(self, "shape", (int(self.shape[0]), int(self.shape[1])))
 
-    @classmethod
-    def of_geobox(cls, geobox: Any, chunk: int = 512) -> MosaicGrid:
-        """The grid of an odc-geo ``GeoBox``, cut into chunks of ``chunk`` pixels."""
-        return cls(str(geobox.crs), geobox.affine, tuple(geobox.shape), chunk)
-
     @functools.cached_property
     def geobox(self) -> Any:
         """The grid as an odc-geo ``GeoBox`` (shape, affine, CRS)."""
