@@ -88,6 +88,14 @@ class Scene:
         """(rows, cols)."""
         return int(self.data.sizes["y"]), int(self.data.sizes["x"])
 
+    @property
+    def geobox(self) -> Any:
+        """The grid the scene is read on, as an odc-geo ``GeoBox``: shape, affine (rioxarray's, as
+        recorded on the data) and CRS."""
+        from odc.geo.geobox import GeoBox
+
+        return GeoBox(self.shape, self.data.rio.transform(), self.data.rio.crs)
+
 
 def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
                  bands: list[str] | list[int] | None) -> tuple[int, ...]:
