@@ -4,7 +4,7 @@ Subcommands only parse and call the Python API (:mod:`geoseg_batch.api`); option
 onto the job schema's dotted keys, so a CLI run and the equivalent YAML job are the same
 job. Errors: one line on stderr (the last line), exit 2 for bad input or usage, 1 for a
 failure during the run; tracebacks only with --debug. Library logs and TensorFlow's start-up
-lines go to OUT.log beside the output directory (:mod:`geoseg_batch.logs`), and also to stderr
+lines go to a log file beside the output directory (:mod:`geoseg_batch.logs`), and also to stderr
 with -v/--verbose.
 """
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--quiet", action="store_true", help="only warnings and results")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also show library logs (TensorFlow, Dask...) on stderr; they always go to OUT.log")
+                        help="library logs (TensorFlow, Dask...) on stderr too, not only in the run's log file")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="the main job: synthetic data -> shards -> train -> evaluate -> predict")
@@ -308,7 +308,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _configure_logging(args: argparse.Namespace) -> contextlib.AbstractContextManager[Path | None]:
-    """Logging for the run (:func:`geoseg_batch.logs.run_logging`): ours on stderr, libraries' in OUT.log."""
+    """Logging for the run (:func:`geoseg_batch.logs.run_logging`): yields the log file (or None)."""
     return logs.run_logging(logs.run_out(args), verbose=args.verbose, debug=args.debug, quiet=args.quiet)
 
 

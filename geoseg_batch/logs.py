@@ -13,9 +13,10 @@ The ``geoseg_batch`` logger writes its message alone to stderr (INFO; WARNING wi
   the fork server, spawned, or dask-cuda's) write their start-up chatter and Dask's worker
   log lines (at INFO: :func:`cluster_log_level`) to the same file.
 
-The log file is ``OUT.log``, a sibling of the job's output directory ``OUT`` (never inside
-it: outputs are built in a staging directory and renamed into place); it is rewritten by
-each run. Commands without an output directory (info, validate) have no log file: library
+The log file is ``.geoseg-batch-logs/OUT.log`` beside the job's output directory ``OUT``
+(not inside it: outputs are built in a staging directory and renamed into place; not a
+sibling of it either, so that a failed run leaves nothing named after ``OUT``). Each run
+rewrites it, and removes it when nothing was written to it. Commands without an output directory (info, validate) have no log file: library
 records at WARNING and above still reach stderr, and native start-up lines at INFO/WARNING
 level are dropped (errors are replayed on stderr when the command ends).
 
@@ -42,8 +43,13 @@ from typing import IO, Any
 OURS = "geoseg_batch"
 """The package's logger: the only one shown on the terminal by default."""
 
-LOG_SUFFIX = ".log"
+LOG_DIR = ".geoseg-batch-logs"
+"""The hidden directory, beside a run's output directory, that holds its log file."""
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+CAPTURE_WARNINGS = True
+"""Whether :func:`run_logging` sends Python warnings to the log (the test suite turns it off, so that
+pytest keeps recording the warnings of in-process CLI runs)."""
 
 _active: dict[str, Any] = {"file": None, "loud": False}
 _NATIVE_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called|[IW]\d{4} )")
@@ -51,9 +57,9 @@ _NATIVE_RECORD = re.compile(r"^[IWEF]\d{4} ")
 
 
 def log_path_for(out: str | Path) -> Path:
-    """The log file of a run writing to ``out``: ``OUT.log`` in the same parent directory."""
+    """The log file of a run writing to ``out``: ``.geoseg-batch-logs/OUT.log`` in OUT's parent directory."""
     out = Path(out)
-    return out.parent / f"{out.name}{LOG_SUFFIX}"
+    return out.parent / LOG_DIR / f"{out.name}.log"
 
 
 def quiet_tensorflow_env() -> None:
@@ -113,6 +119,8 @@ def run_logging(out: str | Path | None, verbose: bool = False, debug: bool = Fal
     quiet_tensorflow_env()
     path = _fresh_log_file(out) if out is not None else None
     with contextlib.ExitStack() as stack:
+        if path is not None:
+            stack.callback(_remove_if_empty, path)  # last, once every writer is closed
         if not loud:
             stack.enter_context(_native_stderr_to(path))
         stack.enter_context(_our_logger(quiet))
@@ -132,6 +140,14 @@ def _fresh_log_file(out: str | Path) -> Path | None:
     except OSError:
         return None
     return path
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Delete an empty log file, and its directory when that is left empty; returns None."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
+            path.parent.rmdir()
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -183,19 +199,21 @@ def _library_logging(path: Path | None, loud: bool) -> Iterator[None]:
         handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8", delay=True))
         handlers[-1].setFormatter(logging.Formatter(FILE_FORMAT))
     if loud or path is None:
-        handlers.append(_StderrHandler(logging.INFO if loud else logging.WARNING))
+        handlers.append(_StderrHandler())
+        handlers[-1].setLevel(logging.INFO if loud else logging.WARNING)
         handlers[-1].addFilter(_not_ours)
     level = root.level
     was_capturing = getattr(logging, "_warnings_showwarning", None) is not None
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    logging.captureWarnings(True)
+    if CAPTURE_WARNINGS:
+        logging.captureWarnings(True)
     try:
         with _libraries_propagating():
             yield
     finally:
-        if not was_capturing:
+        if CAPTURE_WARNINGS and not was_capturing:
             logging.captureWarnings(False)
         root.setLevel(level)
         for handler in handlers:
@@ -205,15 +223,14 @@ def _library_logging(path: Path | None, loud: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _libraries_propagating() -> Iterator[None]:
-    """Loggers that print to stderr themselves (Dask adds such handlers when imported before any
-    logging setup) hand their records to the root logger instead while open; yields None."""
+    """Library loggers with their own console handler (Dask adds one to stderr when imported before
+    any logging setup) hand their records to the root logger instead while open; yields None."""
     taken: list[tuple[logging.Logger, logging.Handler, bool]] = []
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if not isinstance(logger, logging.Logger) or _is_ours(name):
             continue
         for handler in list(logger.handlers):
-            if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (sys.stderr,
-                                                                                              sys.__stderr__):
+            if type(handler) is logging.StreamHandler and handler.stream not in (sys.stdout, sys.__stdout__):
                 taken.append((logger, handler, logger.propagate))
                 logger.removeHandler(handler)
                 logger.propagate = True

@@ -16,7 +16,10 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from geoseg_batch import logs
     from geoseg_batch.runtime import configure_tensorflow
+
+    logs.CAPTURE_WARNINGS = False  # in-process CLI runs: pytest records their warnings, not the run's log
 
     configure_tensorflow(2, 2)
 
