@@ -16,9 +16,10 @@ The ``geoseg_batch`` logger writes its message alone to stderr (INFO; WARNING wi
 The log file is ``.geoseg-batch-logs/OUT.log`` beside the job's output directory ``OUT``
 (not inside it: outputs are built in a staging directory and renamed into place; not a
 sibling of it either, so that a failed run leaves nothing named after ``OUT``). Each run
-rewrites it, and removes it when nothing was written to it. Commands without an output directory (info, validate) have no log file: library
-records at WARNING and above still reach stderr, and native start-up lines at INFO/WARNING
-level are dropped (errors are replayed on stderr when the command ends).
+rewrites it, and removes it (with the directories it created) when nothing was written to it.
+Commands without an output directory (info, validate) have no log file: library records at
+WARNING and above still reach stderr, and native start-up lines at INFO/WARNING level are
+dropped (errors are replayed on stderr when the command ends).
 
 With ``-v``/``--verbose`` or ``--debug``, library records (INFO and above) also reach
 stderr, and native output is left on the terminal. ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2
@@ -46,6 +47,8 @@ OURS = "geoseg_batch"
 LOG_DIR = ".geoseg-batch-logs"
 """The hidden directory, beside a run's output directory, that holds its log file."""
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TERMINAL_FORMAT = "%(name)s %(levelname)s: %(message)s"
+"""Library records on stderr (ours are the message alone)."""
 
 CAPTURE_WARNINGS = True
 """Whether :func:`run_logging` sends Python warnings to the log (the test suite turns it off, so that
@@ -117,10 +120,10 @@ def run_logging(out: str | Path | None, verbose: bool = False, debug: bool = Fal
     """
     loud = verbose or debug
     quiet_tensorflow_env()
-    path = _fresh_log_file(out) if out is not None else None
+    path, created = _fresh_log_file(out) if out is not None else (None, [])
     with contextlib.ExitStack() as stack:
         if path is not None:
-            stack.callback(_remove_if_empty, path)  # last, once every writer is closed
+            stack.callback(_remove_if_empty, path, created)  # last, once every writer is closed
         if not loud:
             stack.enter_context(_native_stderr_to(path))
         stack.enter_context(_our_logger(quiet))
@@ -131,23 +134,35 @@ def run_logging(out: str | Path | None, verbose: bool = False, debug: bool = Fal
         yield path
 
 
-def _fresh_log_file(out: str | Path) -> Path | None:
-    """Create (or empty) the log file of ``out``; None when it cannot be written."""
+@contextlib.contextmanager
+def native_start_up_hidden() -> Iterator[None]:
+    """While open, TensorFlow's and absl's native INFO/WARNING lines on fd 2 are dropped (anything else
+    native code prints there is replayed on stderr at the end); yields None. E.g. around importing TF."""
+    with _native_stderr_to(None):
+        yield
+
+
+def _fresh_log_file(out: str | Path) -> tuple[Path | None, list[Path]]:
+    """Create (or empty) the log file of ``out``: (the file, or None when it cannot be written; the
+    directories made for it, innermost first)."""
     path = log_path_for(out)
+    created = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
     except OSError:
-        return None
-    return path
+        return None, []
+    return path, created
 
 
-def _remove_if_empty(path: Path) -> None:
-    """Delete an empty log file, and its directory when that is left empty; returns None."""
+def _remove_if_empty(path: Path, created: list[Path]) -> None:
+    """Delete an empty log file, its directory and those ``created`` for it when left empty; returns None."""
     with contextlib.suppress(OSError):
-        if path.stat().st_size == 0:
-            path.unlink()
-            path.parent.rmdir()
+        if path.stat().st_size > 0:
+            return
+        path.unlink()
+        for directory in dict.fromkeys([path.parent, *created]):  # innermost first, up to a non-empty one
+            directory.rmdir()
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -201,6 +216,7 @@ def _library_logging(path: Path | None, loud: bool) -> Iterator[None]:
     if loud or path is None:
         handlers.append(_StderrHandler())
         handlers[-1].setLevel(logging.INFO if loud else logging.WARNING)
+        handlers[-1].setFormatter(logging.Formatter(TERMINAL_FORMAT))
         handlers[-1].addFilter(_not_ours)
     level = root.level
     was_capturing = getattr(logging, "_warnings_showwarning", None) is not None

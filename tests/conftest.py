@@ -20,8 +20,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from geoseg_batch.runtime import configure_tensorflow
 
     logs.CAPTURE_WARNINGS = False  # in-process CLI runs: pytest records their warnings, not the run's log
-
-    configure_tensorflow(2, 2)
+    with logs.native_start_up_hidden():
+        configure_tensorflow(2, 2)
 
 
 @pytest.fixture(scope="session")

@@ -65,11 +65,11 @@ def test_predict_keeps_library_lines_in_the_log_file_beside_out(tmp_path):
 
 def test_early_error_is_one_line_and_leaves_no_log(tmp_path):
     done = _cli("predict", str(tmp_path / "missing.tif"), "--model", str(tmp_path / "m.keras"),
-                "--out", str(tmp_path / "p"), cwd=tmp_path)
+                "--out", str(tmp_path / "new" / "p"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("geoseg-batch: error:")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert not list(tmp_path.iterdir()), "an empty log file is removed"
+    assert not list(tmp_path.iterdir()), "an empty log file is removed, with the directories made for it"
 
 
 def test_error_line_points_at_the_log_when_something_was_logged(tmp_path, capsys, monkeypatch):
@@ -109,7 +109,7 @@ def test_verbose_shows_library_records_quiet_hides_our_info(tmp_path, capsys):
     with logs.run_logging(tmp_path / "o", verbose=True):
         logging.getLogger("distributed.scheduler").info("State start")
         logging.getLogger("geoseg_batch.test").info("ours")
-    assert capsys.readouterr().err.splitlines() == ["State start", "ours"], "each record once"
+    assert capsys.readouterr().err.splitlines() == ["distributed.scheduler INFO: State start", "ours"], "each once"
     with logs.run_logging(tmp_path / "o", quiet=True):
         logging.getLogger("geoseg_batch.test").info("progress")
         logging.getLogger("geoseg_batch.test").warning("warning: careful")
@@ -137,7 +137,7 @@ def test_without_an_output_directory_library_warnings_stay_on_stderr(capsys):
         logging.getLogger("distributed.client").info("detail")
         logging.getLogger("distributed.client").warning("scheduler is slow")
     assert path is None
-    assert capsys.readouterr().err == "scheduler is slow\n"
+    assert capsys.readouterr().err == "distributed.client WARNING: scheduler is slow\n"
     assert logging.getLogger().handlers == root_handlers
 
 
