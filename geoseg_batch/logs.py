@@ -280,7 +280,8 @@ def _native_stderr_to(path: Path | None) -> Iterator[None]:
     try:
         yield
     finally:
-        _flush(sys.stderr)
+        for stream in (sys.stderr, previous, sys.__stderr__):
+            _flush(stream)
         os.dup2(saved, 2)
         os.close(saved)
         if ours is not None:
@@ -293,6 +294,7 @@ def _native_stderr_to(path: Path | None) -> Iterator[None]:
 
 
 def _flush(stream: Any) -> None:
+    """Flush ``stream`` if it is a stream that can be flushed; returns None."""
     with contextlib.suppress(Exception):
         stream.flush()
 
