@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
+from geoseg_batch import logs
 from geoseg_batch.config import (LossName, MergeRule, ModelType, Precision, ResamplingMethod, SplitName,
                                  StitchMode)
-from geoseg_batch import logs
 from geoseg_batch.errors import GeosegError
 
 PROG = "geoseg-batch"
