@@ -44,7 +44,7 @@ def test_info_hides_tensorflow_start_up_lines_unless_verbose(tmp_path):
 
 @pytest.mark.cluster
 def test_predict_keeps_library_lines_in_the_log_file_beside_out(tmp_path):
-    from tests.infer.conftest import make_bundle, write_scene
+    from tests.helpers import make_bundle, write_scene
 
     scene, bundle = write_scene(tmp_path / "s.tif", (64, 64)), make_bundle(tmp_path / "m.keras")
     out = tmp_path / "pred"
@@ -58,7 +58,7 @@ def test_predict_keeps_library_lines_in_the_log_file_beside_out(tmp_path):
     assert log_file == tmp_path / ".geoseg-batch-logs" / "pred.log"
     text = log_file.read_text()
     assert "distributed.scheduler" in text and "distributed.worker" in text, "client and worker lines"
-    assert "geoseg_batch.runner" in text, "ours are kept in the file too"
+    assert "geoseg_batch.runs.predict" in text, "ours are kept in the file too"
     assert not _native_lines(text) or "InitializeLog" in text
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".pred")], "nothing named after OUT"
 
