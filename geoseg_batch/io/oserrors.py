@@ -28,7 +28,7 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 _FIXES = {
     errno.EROFS: "is on a read-only filesystem; choose an --out on a writable one",
-    errno.EACCES: "permission denied; give this user write access there or choose another --out",
+    errno.EACCES: "permission denied; give this user access to it or choose another --out",
     errno.EPERM: "operation not permitted; give this user write access there or choose another --out",
     errno.EEXIST: "already exists as a file; remove it or choose another --out",
     errno.EISDIR: "is a directory where a file belongs; remove it or choose another --out",
@@ -47,8 +47,10 @@ def os_error_line(error: OSError, path: Path | str | None = None, needed_bytes: 
     where = Path(error.filename) if getattr(error, "filename", None) else Path(path or ".")
     if code in NO_SPACE:
         return _no_space(where, code, needed_bytes)
-    if code == errno.ENOTDIR:
-        return _located(f"{where}: {_not_a_directory(where)}", code)
+    blocked = _blocked(Path(path)) if path is not None and code in (errno.ENOTDIR, errno.EEXIST) else None
+    if blocked or code == errno.ENOTDIR:
+        return _located(blocked or f"{where}: a part of the path is not a directory; choose an --out whose "
+                        "parents are directories", code)
     if code in _FIXES:
         return _located(f"{where}: {_FIXES[code]}", code)
     return error  # not an error of the location: let it through as it is
@@ -85,14 +87,14 @@ def _located(message: str, code: int) -> OutputLocationError:
     return located
 
 
-def _not_a_directory(where: Path) -> str:
-    """What is wrong with a path one of whose parts is a file, and the fix."""
-    if where.is_file():
-        return "is a file, not a directory; remove it or choose another --out"
-    blocking = next((p for p in where.parents if p.is_file()), None)
+def _blocked(out: Path) -> str | None:
+    """What is wrong with an output path that is a file or lies under one, and the fix; None when neither."""
+    if out.is_file():
+        return f"{out}: is a file, not a directory; remove it or choose another --out"
+    blocking = next((p for p in out.parents if p.is_file()), None)
     if blocking is not None:
-        return f"lies under {blocking}, which is a file; choose an --out whose parents are directories"
-    return "a part of the path is not a directory; choose an --out whose parents are directories"
+        return f"{out}: lies under {blocking}, which is a file; choose an --out whose parents are directories"
+    return None
 
 
 def _no_space(where: Path, code: int, needed_bytes: int | None) -> NoSpaceError:

@@ -114,8 +114,12 @@ class Publication:
                 if not self._open.__exit__(type(lost), lost, lost.__traceback__):
                     raise
                 return False
-        with translated_os_errors(self.out):
-            return bool(self._open.__exit__(kind, error, trace))
+        with translated_os_errors(self.out):  # the block's OSErrors too: they come from writing the results
+            if self._open.__exit__(kind, error, trace):
+                return True
+            if isinstance(error, OSError):
+                raise error
+            return False
 
     def finished(self) -> dict[str, Any] | None:
         """The manifest ``out`` holds when it records this publication's run key (the same job on the same
