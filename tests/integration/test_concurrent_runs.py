@@ -148,3 +148,24 @@ def test_no_space_in_a_worker_writing_chunks_is_one_line_exit_1_and_a_rerun_resu
     assert json.loads((out / "manifest.json").read_text())["summary"]["tiles_resumed"] >= 10
     predict_scene(inputs[1], inputs[0], tmp_path / "clean", tile=64, client=threaded)
     _same_arrays(out, tmp_path / "clean")
+
+
+def test_a_mosaic_with_wait_that_finds_its_results_does_nothing_and_another_one_refuses(inputs, tmp_path, threaded,
+                                                                                        caplog):
+    from geoseg_batch import mosaic
+    from geoseg_batch.errors import OutputLockedError
+    from geoseg_batch.io.lease import acquire_lease
+
+    predicted = tmp_path / "predicted"
+    predict_scene(inputs[1], inputs[0], predicted, tile=64, client=threaded)
+    out = tmp_path / "mosaic"
+    first = mosaic([predicted], out, chunk=128, client=threaded)
+    published = (out / "manifest.json").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="geoseg_batch"):
+        again = mosaic([predicted], out, chunk=128, client=threaded, wait=True)
+    assert again.summary["already_done"] and again.outputs == first.outputs
+    assert (out / "manifest.json").stat().st_mtime_ns == published and "already holds" in caplog.text
+    with acquire_lease(out), pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+        mosaic([predicted], out, chunk=128, client=threaded, overwrite=True)
+    with pytest.raises(OutputLockedError, match="after waiting"), acquire_lease(out):
+        mosaic([predicted], out, chunk=256, client=threaded, wait=True, wait_timeout_s=0.5)

@@ -98,7 +98,7 @@ def test_the_heartbeat_renews_and_notices_a_lost_lease(tmp_path):
     with pytest.raises(OutputLockedError, match="lost its lock"):
         lease.confirm()
     lease.release()
-    assert Holder.loads(lease_path_text := lock_path(out).read_text()).token == "usurper", lease_path_text
+    assert Holder.loads(lock_path(out).read_text()).token == "usurper", "another run's lock is left alone"
 
 
 def test_publication_holds_the_lease_and_releases_it_on_every_exit(tmp_path):
