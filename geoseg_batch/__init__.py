@@ -9,16 +9,14 @@ The public Python API mirrors the ``geoseg-batch`` command line, one function pe
     gb.evaluate(model=result.outputs[0]["bundle"], data="shards", out="eval", split="test")
 """
 
-__version__ = "0.1.0"
-
-from geoseg_batch.api import (  # noqa: E402  (the version must exist before submodules import it)
+from geoseg_batch.api import (
     JobResult, demo, evaluate, info, mosaic, pack_shards, predict_scene, shard_info, shard_stats, submit, synth, train,
     validate,
 )
-from geoseg_batch.config import (  # noqa: E402
-    DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob, load_job,
-)
-from geoseg_batch.runs import run_job  # noqa: E402
+from geoseg_batch.config import DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob
+from geoseg_batch.jobfile import load_job
+from geoseg_batch.runs import run_job
+from geoseg_batch.version import __version__
 
 __all__ = [
     "__version__", "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene",

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import (
-    AnyJob, ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, Spec, TrainJob, load_job,
-    merge_overrides, parse_job,
+    AnyJob, ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, Spec, TrainJob,
 )
+from geoseg_batch.jobfile import load_job, merge_overrides, parse_job
 from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult

@@ -47,7 +47,7 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
     from geoseg_batch.data.pipeline import Transform, array_dataset, chip_dataset
     from geoseg_batch.data.stats import load_stats
     from geoseg_batch.model.unet import build_model
-    from geoseg_batch.training.fit import _Loop
+    from geoseg_batch.training.loop import TrainLoop
 
     collection = open_chips(args["data"])
     stats = load_stats(Path(args["data"]) / "stats.json")
@@ -61,7 +61,7 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
         dataset = chip_dataset(collection, transform, batch_size=batch, shuffle=True)
     model = build_model("unet", bands=collection.bands, depth=args["depth"], base_filters=args["base_filters"], seed=0)
     optimizer = keras.optimizers.Adam(1e-3)
-    loop = _Loop(model, optimizer, "bce_dice", 2, 0.5)
+    loop = TrainLoop(model, optimizer, "bce_dice", 2, 0.5)
     if args.get("epoch"):
         started, chips = time.perf_counter(), 0
         for x, y in dataset:
@@ -145,7 +145,7 @@ def _bench_train_workers(json_path: str | Path, chips: int, size: int, bands: in
     """Training chips/s (median over epochs after the first) with 1 and with ``workers`` ranks."""
     import csv
 
-    from geoseg_batch.config import parse_job
+    from geoseg_batch.jobfile import parse_job
     from geoseg_batch.runs import run_job
 
     figures: dict[str, Any] = {"chips": chips, "chip_size": size, "bands": bands, "batch_size": batch_size,

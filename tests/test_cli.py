@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from geoseg_batch.cli import main
-from geoseg_batch.config import load_job
+from geoseg_batch.jobfile import load_job
 
 
 def _last_err(capsys: pytest.CaptureFixture[str]) -> str:
@@ -79,7 +79,8 @@ def test_every_shipped_job_parses():
 
 def test_cli_options_and_yaml_make_the_same_job(tmp_path, shards_dir):
     from geoseg_batch.cli import build_parser
-    from geoseg_batch.config import TrainJob, merge_overrides, parse_job
+    from geoseg_batch.config import TrainJob
+    from geoseg_batch.jobfile import merge_overrides, parse_job
     from geoseg_batch.options import given, job_options, overrides
 
     args = build_parser().parse_args(["train", "--data", str(shards_dir), "--out", "o", "--epochs", "3",

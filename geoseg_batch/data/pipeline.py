@@ -91,18 +91,9 @@ def read_blocks(positions: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
 
 
 def chip_dataset(
-    collection: ChipCollection,
-    transform: Transform,
-    *,
-    split: str = "all",
-    val_fraction: float = 0.0,
-    test_fraction: float = 0.0,
-    split_seed: int = 0,
-    batch_size: int = 8,
-    shuffle: bool = False,
-    shuffle_buffer: int = 256,
-    seed: int = 0,
-    repeat: bool = False,
+    collection: ChipCollection, transform: Transform, *,
+    split: str = "all", val_fraction: float = 0.0, test_fraction: float = 0.0, split_seed: int = 0,
+    batch_size: int = 8, shuffle: bool = False, shuffle_buffer: int = 256, seed: int = 0, repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk.
 

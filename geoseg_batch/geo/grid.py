@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -30,15 +31,26 @@ def round_up(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class Window:
-    """Half-open pixel ranges [row0, row1) x [col0, col1)."""
+    """Half-open pixel ranges [row0, row1) x [col0, col1) of a raster.
+
+    Like rasterio's ``windows.Window`` (which is (col_off, row_off, width, height) and may
+    be fractional), but integral and by edges: a window is empty when either range is, and
+    the operations that could make one (:meth:`intersection`) return None instead.
+    """
 
     row0: int
     row1: int
     col0: int
     col1: int
 
+    @classmethod
+    def of_shape(cls, shape: tuple[int, int]) -> Window:
+        """The whole of a raster of ``shape`` (rows, cols)."""
+        return cls(0, shape[0], 0, shape[1])
+
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the window."""
         return self.row1 - self.row0, self.col1 - self.col0
 
     def relative_to(self, outer: Window) -> Window:
@@ -46,7 +58,43 @@ class Window:
         return Window(self.row0 - outer.row0, self.row1 - outer.row0, self.col0 - outer.col0, self.col1 - outer.col0)
 
     def slices(self) -> tuple[slice, slice]:
+        """(row slice, col slice) selecting the window from a (rows, cols) array."""
         return slice(self.row0, self.row1), slice(self.col0, self.col1)
+
+    def intersection(self, other: Window) -> Window | None:
+        """The pixels in both windows; None when they share none (touching edges share none)."""
+        return intersection(self, other)
+
+    def union(self, other: Window) -> Window:
+        """The smallest window holding both windows."""
+        return union(self, other)
+
+    def to_rasterio(self) -> Any:
+        """This window as a ``rasterio.windows.Window`` (col_off, row_off, width, height)."""
+        from rasterio.windows import Window as RasterioWindow
+
+        return RasterioWindow(self.col0, self.row0, self.shape[1], self.shape[0])
+
+
+def intersection(*windows: Window) -> Window | None:
+    """The pixels in every one of ``windows``; None when they share none."""
+    row0, row1 = max(w.row0 for w in windows), min(w.row1 for w in windows)
+    col0, col1 = max(w.col0 for w in windows), min(w.col1 for w in windows)
+    return Window(row0, row1, col0, col1) if row0 < row1 and col0 < col1 else None
+
+
+def union(*windows: Window) -> Window:
+    """The smallest window holding every one of ``windows``."""
+    return Window(min(w.row0 for w in windows), max(w.row1 for w in windows),
+                  min(w.col0 for w in windows), max(w.col1 for w in windows))
+
+
+def block_windows(shape: tuple[int, int], block: tuple[int, int]) -> list[tuple[tuple[int, int], Window]]:
+    """((block row, block col), window) of each block of ``block`` (rows, cols) pixels of a raster of
+    ``shape``, row by row; blocks start at multiples of ``block``, the last row and column ragged."""
+    (rows, cols), (block_rows, block_cols) = shape, block
+    return [((r // block_rows, c // block_cols), Window(r, min(r + block_rows, rows), c, min(c + block_cols, cols)))
+            for r in range(0, rows, block_rows) for c in range(0, cols, block_cols)]
 
 
 @dataclass(frozen=True)

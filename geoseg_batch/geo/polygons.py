@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg_batch.geo.grid import Window
+from geoseg_batch.geo.grid import Window, block_windows
 
 # 4-connectivity (GDAL's polygonize default), as scipy.ndimage.label's structure.
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
@@ -85,6 +85,7 @@ class _UnionFind:
         self.parent: dict[tuple[int, int, int], tuple[int, int, int]] = {}
 
     def find(self, node: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The root of ``node``'s set (paths compressed on the way)."""
         root = self.parent.setdefault(node, node)
         while root != self.parent[root]:
             root = self.parent[root]
@@ -93,6 +94,7 @@ class _UnionFind:
         return root
 
     def union(self, a: tuple[int, int, int], b: tuple[int, int, int]) -> None:
+        """Join the sets of ``a`` and ``b``."""
         self.parent[self.find(a)] = self.find(b)
 
 
@@ -172,10 +174,8 @@ def submit_regions(client: Any, store: Path | str, mask_nodata: int, probability
     import zarr
 
     mask = zarr.open_group(str(store), mode="r")["mask"]
-    (rows, cols), (chunk_rows, chunk_cols) = mask.shape, mask.chunks
-    return [client.submit(chunk_regions, str(store), Window(r, min(r + chunk_rows, rows), c, min(c + chunk_cols, cols)),
-                          (r // chunk_rows, c // chunk_cols), mask_nodata, probability_scale, pure=False)
-            for r in range(0, rows, chunk_rows) for c in range(0, cols, chunk_cols)]
+    return [client.submit(chunk_regions, str(store), window, index, mask_nodata, probability_scale, pure=False)
+            for index, window in block_windows(mask.shape, mask.chunks)]
 
 
 def store_polygons(chunks: list[ChunkRegions], store: Path | str, out: Path | str, layer: str) -> Path:

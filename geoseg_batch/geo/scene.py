@@ -58,7 +58,7 @@ def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> R
     crs = CRS.from_user_input(src.crs)
     if crs.is_geographic:
         geod = ellipsoid_geod(crs)
-        lon, lat = transform * (src.width / 2, src.height / 2)
+        lon, lat = transform.c + transform.a * src.width / 2, transform.f + transform.e * src.height / 2  # north-up
         east = geod.inv(lon - 0.5, lat, lon + 0.5, lat)[2]  # metres per degree, at the centre
         north = geod.inv(lon, lat - 0.5, lon, lat + 0.5)[2]
         x_size, y_size = resolution_m / east, resolution_m / north
@@ -87,6 +87,14 @@ class Scene:
     def shape(self) -> tuple[int, int]:
         """(rows, cols)."""
         return int(self.data.sizes["y"]), int(self.data.sizes["x"])
+
+    @property
+    def geobox(self) -> Any:
+        """The grid the scene is read on, as an odc-geo ``GeoBox``: shape, affine (rioxarray's, as
+        recorded on the data) and CRS."""
+        from odc.geo.geobox import GeoBox
+
+        return GeoBox(self.shape, self.data.rio.transform(), self.data.rio.crs)
 
 
 def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: BundleMetadata,

@@ -34,7 +34,7 @@ from typing import Any, get_args
 import numpy as np
 
 from geoseg_batch.config import StitchMode
-from geoseg_batch.geo.grid import Tile, TileGrid, Window
+from geoseg_batch.geo.grid import Tile, TileGrid, Window, union
 from geoseg_batch.geo.scene import Resampled, Scene, normalize_in_place
 from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.io.zarr_store import ZarrTarget
@@ -58,15 +58,14 @@ class SceneInput:
 
     @classmethod
     def of(cls, scene: Scene) -> SceneInput:
+        """The picklable part of ``scene``."""
         return cls(str(scene.path), scene.band_indexes, scene.nodata, scene.scales, scene.offsets,
                    str(scene.data.dtype), scene.resampled)
 
     def read_into(self, window: Window, out: np.ndarray) -> None:
         """Read ``window`` (inside the scene) into ``out`` (rows, cols, bands) float32, a view is fine."""
-        import rasterio
-
         src = _open_scenes.dataset(self)
-        gdal_window = rasterio.windows.Window(window.col0, window.row0, window.shape[1], window.shape[0])
+        gdal_window = window.to_rasterio()
         with _gdal_block_cache(_block_cache_bytes(src, window, self.resampled is not None)):
             if np.dtype(self.dtype).itemsize <= 2 or self.dtype == "float32":  # exact in float32: GDAL converts
                 src.read(self.band_indexes, window=gdal_window, out=out.transpose(2, 0, 1))
@@ -75,6 +74,7 @@ class SceneInput:
 
     @property
     def float_source(self) -> bool:
+        """Whether the scene's pixels are floating point (nodata may then be NaN or infinite)."""
         return np.dtype(self.dtype).kind == "f"
 
 
@@ -95,6 +95,7 @@ class _OpenScenes(threading.local):
         self.source: Any = None
 
     def dataset(self, scene: SceneInput) -> Any:
+        """The open rasterio dataset (or WarpedVRT, when resampled) of ``scene`` on this thread."""
         import rasterio
 
         stat = os.stat(scene.path)
@@ -165,16 +166,15 @@ def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
     decode again for each.
     """
     metadata = predictor_ref.get().metadata
-    union = Window(min(t.window.row0 for t in tiles), max(t.window.row1 for t in tiles),
-                   min(t.window.col0 for t in tiles), max(t.window.col1 for t in tiles))
-    inside = _intersection(union, Window(0, grid.shape[0], 0, grid.shape[1]))
-    buffer = np.zeros((*union.shape, len(scene.band_indexes)), np.float32)
-    valid = np.zeros(union.shape, bool)
+    block = union(*(t.window for t in tiles))
+    inside = block.intersection(Window.of_shape(grid.shape))
+    buffer = np.zeros((*block.shape, len(scene.band_indexes)), np.float32)
+    valid = np.zeros(block.shape, bool)
     if inside is not None:
-        in_scene = inside.relative_to(union).slices()
+        in_scene = inside.relative_to(block).slices()
         scene.read_into(inside, buffer[in_scene])
         valid[in_scene] = normalize_in_place(buffer[in_scene], scene, metadata, scene.float_source)
-    return [(buffer[t.window.relative_to(union).slices()], valid[t.window.relative_to(union).slices()])
+    return [(buffer[t.window.relative_to(block).slices()], valid[t.window.relative_to(block).slices()])
             for t in tiles]
 
 
@@ -257,7 +257,7 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTa
         if result is None:
             continue
         weighted, weights, window_valid = result
-        overlap = _intersection(tile.core, other.window)
+        overlap = tile.core.intersection(other.window)
         if overlap is None:
             continue
         source = overlap.relative_to(other.window).slices()
@@ -279,11 +279,6 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTa
 
 def _area(window: Window) -> int:
     return window.shape[0] * window.shape[1]
-
-
-def _intersection(a: Window, b: Window) -> Window | None:
-    row0, row1, col0, col1 = max(a.row0, b.row0), min(a.row1, b.row1), max(a.col0, b.col0), min(a.col1, b.col1)
-    return Window(row0, row1, col0, col1) if row0 < row1 and col0 < col1 else None
 
 
 def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, target: ZarrTarget, stitch: str,
@@ -310,11 +305,7 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     every_tile = grid.tiles()
     tiles = [t for t in every_tile if t.index not in done]
     inputs = SceneInput.of(scene)
-    if stitch == "exact":
-        needed = {t.index for t in tiles}
-    else:  # a tile blends the windows of its 3x3 neighbourhood
-        needed = {(r, c) for row, col in (t.index for t in tiles)
-                  for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)}
+    needed = windows_needed(tiles, stitch)
     batches = [kept for block in task_blocks(every_tile, batch_size, lanes)
                if (kept := [t for t in block if t.index in needed])]
 
@@ -347,6 +338,15 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
             records.append(dask.delayed(combine_blend, pure=True)(t, near, target,
                                                                   dask_key_name=f"blend-{token}-{row}-{col}"))
     return records
+
+
+def windows_needed(tiles: list[Tile], stitch: str) -> set[tuple[int, int]]:
+    """Indices of the tiles whose windows must be predicted to output ``tiles``: the tiles themselves
+    (``exact``), or their 3x3 neighbourhoods (``blend``: a tile blends its neighbours' windows)."""
+    if stitch == "exact":
+        return {t.index for t in tiles}
+    return {(r, c) for row, col in (t.index for t in tiles) for r in range(row - 1, row + 2)
+            for c in range(col - 1, col + 2)}
 
 
 BLEND_PRIORITY = 2**40  # above every model task of any scene (those count down from 0)

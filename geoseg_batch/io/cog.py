@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg_batch.geo.grid import Window
+from geoseg_batch.geo.grid import block_windows
 
 
 def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) -> Path:
@@ -38,12 +38,9 @@ def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) 
     staging = dst.with_name(f".{dst.name}.tiles.tif")
     try:
         with rasterio.open(staging, "w", **profile) as out:
-            for row0 in range(0, rows, tile):
-                for col0 in range(0, cols, tile):
-                    window = Window(row0, min(row0 + tile, rows), col0, min(col0 + tile, cols))
-                    block = np.asarray(array[(...,) + window.slices()])
-                    out.write(block.reshape(count, *window.shape),
-                              window=rasterio.windows.Window(col0, row0, window.shape[1], window.shape[0]))
+            for _, window in block_windows((rows, cols), (tile, tile)):
+                block = np.asarray(array[(...,) + window.slices()])
+                out.write(block.reshape(count, *window.shape), window=window.to_rasterio())
         resampling = "NEAREST" if variable == "mask" else "AVERAGE"
         # DEFLATE level 1: every reader has DEFLATE, and level 1 compresses a 64 Mpx class mask
         # 7x faster than the default 6 (0.4 vs 2.8 s here) into a file ~15 % larger.

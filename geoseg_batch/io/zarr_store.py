@@ -80,10 +80,13 @@ def encoded_probabilities(probabilities: np.ndarray, valid: np.ndarray, binary: 
     return np.where(valid, scaled, np.uint8(PROBABILITY_NODATA_UINT8))
 
 
-def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str, ...], threshold: float,
+def create_store(path: Path, geobox: Any, tile: int, class_names: tuple[str, ...], threshold: float | None,
                  float_output: bool = False, zarr_format: int = 2, done_dir: Path | None = None) -> ZarrTarget:
-    """Create the store's metadata and coordinates for a scene (an xarray (band, y, x) with CRS).
+    """Create the store's metadata and coordinates on ``geobox`` (an odc-geo ``GeoBox``: shape, affine,
+    CRS), chunked ``tile`` x ``tile``; returns the target that tiles write through.
 
+    The x/y coordinates are the pixel centres of the affine (as rioxarray derives them when
+    it opens a raster), the CRS is written as rioxarray's ``spatial_ref`` and GDAL's ``_CRS``.
     With ``done_dir``, tiles record their completion there; when the store and records
     already exist (a resumed run), the store is kept as it is.
     """
@@ -95,9 +98,12 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
         if target.done_tiles() and Path(path).exists():
             return target
     import dask.array as da
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
+    from rasterio.crs import CRS
+    from rioxarray.rioxarray import affine_to_coords
 
-    rows, cols = scene_data.sizes["y"], scene_data.sizes["x"]
+    rows, cols = geobox.shape
     names = [class_names[1]] if binary else list(class_names)
     probability_dtype, probability_fill = (np.float32, np.nan) if float_output else (np.uint8, PROBABILITY_NODATA_UINT8)
     dataset = xr.Dataset(
@@ -106,10 +112,10 @@ def create_store(path: Path, scene_data: Any, tile: int, class_names: tuple[str,
             "probabilities": (("band", "y", "x"), da.full((len(names), rows, cols), probability_fill,
                                                           dtype=probability_dtype, chunks=(len(names), tile, tile))),
         },
-        coords={"y": scene_data["y"].values, "x": scene_data["x"].values, "band": names},
+        coords={**affine_to_coords(geobox.affine, cols, rows), "band": names},
     )
-    crs = scene_data.rio.crs
-    dataset = dataset.rio.write_crs(crs).rio.write_transform(scene_data.rio.transform())
+    crs = CRS.from_user_input(str(geobox.crs))  # odc-geo keeps the CRS as it was given (EPSG code or WKT)
+    dataset = dataset.rio.write_crs(crs).rio.write_transform(geobox.affine)
     gdal_crs = {"wkt": crs.to_wkt()}
     dataset["mask"].attrs.update({"_CRS": gdal_crs, "classes": list(class_names), "threshold": threshold,
                                   "long_name": "class mask"})

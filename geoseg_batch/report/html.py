@@ -147,7 +147,7 @@ def _head(title: str) -> list[str]:
 def _sections(title: str, summary: Mapping[str, Any], metrics: Mapping[str, Any] | None,
               figures: list[str], config: Mapping[str, Any]) -> list[str]:
     """The page's body lines: heading, summary, metrics (when any), quicklooks (when any), config."""
-    from geoseg_batch import __version__
+    from geoseg_batch.version import __version__
 
     plain_summary = _plain(dict(summary))
     plain_metrics = _plain(dict(metrics)) if metrics else None

@@ -171,7 +171,7 @@ def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
     graphs, resumed, tiles_before = [], 0, 0
     lanes = model_lanes(session.client, session.gpu)
     for number, plan in enumerate(plans):
-        target = create_store(publication.stage / plan.store, plan.scene.data, job.tile, metadata.classes,
+        target = create_store(publication.stage / plan.store, plan.scene.geobox, job.tile, metadata.classes,
                               metadata.threshold, job.float_output, job.zarr_format,
                               done_dir=publication.records_dir(plan.stem))
         resumed += len(target.done_tiles())

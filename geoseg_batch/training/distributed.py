@@ -44,27 +44,12 @@ from geoseg_batch.config import TrainJob
 from geoseg_batch.data.chips import ChipCollection, split_positions
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.errors import ConfigError, RunError
+from geoseg_batch.training.role import Distribution
 
 log = logging.getLogger(__name__)
 
 STALL_TIMEOUT_S = 600.0  # a rank whose log has not moved for this long is killed
 RANKS_DIR = ".ranks"
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """What the shared training loop needs to know when it runs as one rank of several."""
-
-    strategy: Any  # tf.distribute.MultiWorkerMirroredStrategy
-    rank: int
-    world: int
-    steps_per_epoch: int  # the same on every rank
-    full: ChipCollection  # all shards: split counts, and the chief's test evaluation
-    scratch: Path  # where a non-chief rank writes what the chief writes to out
-
-    @property
-    def chief(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +65,7 @@ class RankResult:
 
     @property
     def weights_sha256(self) -> str | None:
+        """The digest of the rank's final weights, None when it did not finish."""
         return self.result.get("weights_sha256")
 
 
@@ -336,7 +322,7 @@ def _rank_main(payload_path: Path) -> None:
     # is killed by its watcher once the client sees the failure.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    from geoseg_batch.config import parse_job
+    from geoseg_batch.jobfile import parse_job
     from geoseg_batch.data.chips import open_chips
     from geoseg_batch.training.fit import fit
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geoseg_batch.config import EvaluateJob, resolved
-from geoseg_batch.data.chips import open_chips
+from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.errors import DataError
 from geoseg_batch.io.publish import atomic_path, checksums, ensure_replaceable, staged_directory, write_json, write_manifest
 from geoseg_batch.model.bundle import BundleMetadata, load_bundle
@@ -73,74 +73,109 @@ def _check_bands(metadata: BundleMetadata, band_names: tuple[str, ...], source: 
 
 def evaluate(job: EvaluateJob) -> EvaluateResult:
     """Evaluate ``job.model`` on ``job.data``; writes metrics.json, PNGs and manifest.json to ``job.out``."""
-    from geoseg_batch.data.pipeline import Transform, chip_dataset
-    from geoseg_batch.data.stats import BandStats
-    from geoseg_batch.report import plot_confusion_matrix, plot_pr_curve, plot_samples
-
     started = time.perf_counter()
     ensure_replaceable(job.out, "evaluate")
     bundle = load_bundle(job.model)
     metadata, model = bundle.metadata, inference_model(bundle.model, job.precision)
     collection = open_chips(job.data, fill_nan=job.fill_nan)
     _check_bands(metadata, collection.band_names, collection.path)
+    tally = _Tally(len(metadata.classes), metadata.threshold, job.samples)
+    for x, y in _chips(job, metadata, collection):
+        tally.add(x.numpy(), y.numpy(), np.asarray(model.predict_on_batch(x)))
+    if tally.chips == 0:
+        raise DataError(f"{collection.path}: no chips in split {job.split!r}; use --split all")
+    curve = pr_curve(tally.positive_hist, tally.negative_hist)
+    metrics = _metrics(tally, curve, metadata, job.split)
+    _publish(job, metrics, tally, curve, metadata, [job.model, *collection.files()], started)
+    out = Path(job.out)
+    return EvaluateResult(out, out / "metrics.json", metrics, out / "manifest.json")
+
+
+def _chips(job: EvaluateJob, metadata: BundleMetadata, collection: ChipCollection) -> Any:
+    """The tf.data batches of ``job.split``, normalized and resized as the bundle says."""
+    from geoseg_batch.data.pipeline import Transform, chip_dataset
+    from geoseg_batch.data.stats import BandStats
+
     split = metadata.provenance.get("split", {"val_fraction": 0.0, "test_fraction": 0.0, "split_seed": 0})
     stats = BandStats(metadata.band_names, tuple(metadata.normalization["mean"]), tuple(metadata.normalization["std"]),
                       (), (), 0)
     input_size = tuple(metadata.input_size)
     transform = Transform.from_stats(stats, input_size=None if input_size == collection.chip_shape else input_size)
-    dataset = chip_dataset(collection, transform, split=job.split, batch_size=job.batch_size, **split)
+    return chip_dataset(collection, transform, split=job.split, batch_size=job.batch_size, **split)
 
-    classes = len(metadata.classes)
-    matrix = np.zeros((classes, classes), np.int64)
-    positive_hist, negative_hist = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
-    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    chips = 0
-    for x, y in dataset:
-        probabilities = np.asarray(model.predict_on_batch(x))
-        truth = y.numpy()
-        predicted = (probabilities[..., 0] >= metadata.threshold).astype(np.int64) if classes == 2 \
+
+@dataclass
+class _Tally:
+    """What evaluation accumulates batch by batch: confusion matrix, probability histograms, samples, chips."""
+
+    classes: int
+    threshold: float
+    wanted: int  # samples to keep
+    matrix: np.ndarray = field(init=False)
+    positive_hist: np.ndarray = field(init=False)  # of the positive-class score over positive pixels
+    negative_hist: np.ndarray = field(init=False)  # ... over negative pixels
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    chips: int = 0
+
+    def __post_init__(self) -> None:
+        self.matrix = np.zeros((self.classes, self.classes), np.int64)
+        self.positive_hist, self.negative_hist = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
+
+    def add(self, images: np.ndarray, truth: np.ndarray, probabilities: np.ndarray) -> None:
+        """Count one batch: images (b, r, c, bands), truth (b, r, c), the model's probabilities (b, r, c, classes)."""
+        classes = self.classes
+        predicted = (probabilities[..., 0] >= self.threshold).astype(np.int64) if classes == 2 \
             else probabilities.argmax(-1)
-        matrix += np.bincount((truth * classes + predicted).ravel(), minlength=classes * classes).reshape(classes, classes)
+        self.matrix += np.bincount((truth * classes + predicted).ravel(),
+                                   minlength=classes * classes).reshape(classes, classes)
         score = probabilities[..., 0] if classes == 2 else 1.0 - probabilities[..., 0]
         bins = np.minimum((score * BINS).astype(np.int64), BINS - 1)
-        positive_hist += np.bincount(bins[truth > 0], minlength=BINS)
-        negative_hist += np.bincount(bins[truth == 0], minlength=BINS)
-        samples.extend(_pick_samples(x.numpy(), truth, predicted, score, job.samples - len(samples)))
-        chips += len(truth)
-    if chips == 0:
-        raise DataError(f"{collection.path}: no chips in split {job.split!r}; use --split all")
+        self.positive_hist += np.bincount(bins[truth > 0], minlength=BINS)
+        self.negative_hist += np.bincount(bins[truth == 0], minlength=BINS)
+        self.samples.extend(_pick_samples(images, truth, predicted, score, self.wanted - len(self.samples)))
+        self.chips += len(truth)
 
-    metrics = metrics_from_confusion(matrix, metadata.classes)
-    curve = pr_curve(positive_hist, negative_hist)
+
+def _metrics(tally: _Tally, curve: PRCurve, metadata: BundleMetadata, split: str) -> dict[str, Any]:
+    """metrics.json: scores at the bundle's threshold, the best-F1 threshold, the confusion matrix, counts."""
+    metrics = metrics_from_confusion(tally.matrix, metadata.classes)
     metrics.update({
         "threshold": metadata.threshold,
         "best_threshold": curve.best_threshold,
         "best_f1": curve.best_f1,
-        "confusion_matrix": matrix.tolist(),
-        "split": job.split,
-        "chips": chips,
-        "positive": metadata.classes[1] if classes == 2 else None,
+        "confusion_matrix": tally.matrix.tolist(),
+        "split": split,
+        "chips": tally.chips,
+        "positive": metadata.classes[1] if tally.classes == 2 else None,
     })
+    return metrics
+
+
+def _publish(job: EvaluateJob, metrics: dict[str, Any], tally: _Tally, curve: PRCurve, metadata: BundleMetadata,
+             inputs: list[Path | str], started: float) -> None:
+    """Write metrics.json, the PNGs, pr_curve.csv and manifest.json to ``job.out``, all at once."""
+    from geoseg_batch.report import plot_confusion_matrix, plot_pr_curve, plot_samples
+
     with staged_directory(job.out, overwrite=True) as stage:
-        metrics_path = write_json(stage / "metrics.json", metrics)
-        plot_confusion_matrix(matrix, metadata.classes, stage / "confusion_matrix.png")
+        write_json(stage / "metrics.json", metrics)
+        plot_confusion_matrix(tally.matrix, metadata.classes, stage / "confusion_matrix.png")
         plot_pr_curve(curve.precision, curve.recall, curve.thresholds, curve.best_threshold, stage / "pr_curve.png")
         _write_pr_csv(stage / "pr_curve.csv", curve)
-        if samples:
-            images, truths, predictions, scores = (np.stack(a) for a in zip(*samples))
+        if tally.samples:
+            images, truths, predictions, scores = (np.stack(a) for a in zip(*tally.samples))
             plot_samples(images, truths, predictions, metadata.band_names, stage / "samples.png",
                          probabilities=scores, max_samples=job.samples)
         out = Path(job.out)
         write_manifest(
             stage, command="evaluate",
             outputs=[{"metrics": str(out / "metrics.json"), "confusion_matrix": str(out / "confusion_matrix.png"),
-                      "pr_curve": str(out / "pr_curve.png"), "samples": str(out / "samples.png") if samples else None}],
-            summary={"wall_s": round(time.perf_counter() - started, 3), "chips": chips, "pixels": metrics["pixels"],
-                     "f1": metrics["f1"], "iou": metrics["iou"]},
+                      "pr_curve": str(out / "pr_curve.png"),
+                      "samples": str(out / "samples.png") if tally.samples else None}],
+            summary={"wall_s": round(time.perf_counter() - started, 3), "chips": tally.chips,
+                     "pixels": metrics["pixels"], "f1": metrics["f1"], "iou": metrics["iou"]},
             config=resolved(job),
-            inputs={**checksums([job.model]), **checksums(collection.files())},
+            inputs=checksums(inputs),
         )
-    return EvaluateResult(out, out / "metrics.json", metrics, out / "manifest.json")
 
 
 def _pick_samples(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, score: np.ndarray,

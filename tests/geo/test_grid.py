@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg_batch.geo.grid import TileGrid, Window, round_up
+from geoseg_batch.geo.grid import TileGrid, Window, block_windows, intersection, round_up, union
 
 
 @pytest.mark.parametrize("shape, tile", [((1001, 777), 64), ((130, 4099), 512), ((8, 8), 64), ((513, 512), 256)])
@@ -35,6 +35,29 @@ def test_windows_are_aligned_clipped_and_hold_the_halo():
 def test_window_geometry_helpers():
     outer, inner = Window(10, 50, 20, 80), Window(20, 30, 40, 45)
     assert inner.relative_to(outer) == Window(10, 20, 20, 25) and inner.shape == (10, 5)
+
+
+def test_window_intersection_union_and_rasterio():
+    a, b = Window(0, 10, 0, 20), Window(5, 15, 10, 30)
+    assert a.intersection(b) == b.intersection(a) == Window(5, 10, 10, 20)
+    assert a.union(b) == union(b, a) == Window(0, 15, 0, 30)
+    assert intersection(a, b, Window(8, 9, 0, 100)) == Window(8, 9, 10, 20)
+    assert a.intersection(Window(10, 12, 0, 20)) is None  # touching edges share no pixel
+    assert a.intersection(Window(2, 4, 25, 30)) is None
+    assert Window.of_shape((7, 9)) == Window(0, 7, 0, 9)
+    rio = Window(5, 15, 10, 30).to_rasterio()
+    assert (rio.col_off, rio.row_off, rio.width, rio.height) == (10, 5, 20, 10)
+    assert Window(5, 15, 10, 30).slices() == (slice(5, 15), slice(10, 30))
+
+
+def test_block_windows_cover_a_raster_once_with_ragged_edges():
+    blocks = block_windows((10, 7), (4, 3))
+    assert [index for index, _ in blocks] == [(r, c) for r in range(3) for c in range(3)]
+    assert blocks[0][1] == Window(0, 4, 0, 3) and blocks[-1][1] == Window(8, 10, 6, 7)
+    owners = np.zeros((10, 7), int)
+    for _, window in blocks:
+        owners[window.slices()] += 1
+    assert (owners == 1).all()
 
 
 def test_invalid_grids_say_how_to_fix():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from geoseg_batch.config import parse_job
+from geoseg_batch.jobfile import parse_job
 from geoseg_batch.errors import RunError
 from geoseg_batch.runs import run_job
 from geoseg_batch.training.distributed import balanced_assignment, steps_per_epoch
