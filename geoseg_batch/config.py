@@ -22,6 +22,9 @@ StitchMode = Literal["exact", "blend"]
 Precision = Literal["float32", "bfloat16"]
 PRECISION_HELP = ("the forward pass' compute precision: bfloat16 runs about 2-3x faster on CPUs with AVX512-BF16/AMX "
                   "and on GPUs, with probabilities a few hundredths off float32's")
+WAIT_HELP = ("when another run is writing to out, wait for it (at most wait_timeout_s) instead of refusing; "
+             "if it published this job's results (same settings and inputs), do nothing")
+WAIT_TIMEOUT_HELP = "how long wait waits for the run writing to out"
 ResamplingMethod = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]  # GDAL warp kernels
 
 
@@ -212,6 +215,8 @@ class PredictJob(Spec):
     incremental: bool = Field(False, description="keep unchanged scenes' outputs from the last run; predict only "
                                                  "new or changed scenes; publish a new version of out atomically")
     overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
     @model_validator(mode="after")
@@ -252,6 +257,8 @@ class MosaicJob(Spec):
     incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
                                                  "or gone since the last run; publish atomically")
     overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
 
