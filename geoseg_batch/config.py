@@ -13,7 +13,7 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ModelType = Literal["unet", "attention_unet"]
 LossName = Literal["dice", "bce_dice", "focal_tversky"]
@@ -52,6 +52,18 @@ class ClusterSpec(Spec):
                                          json_schema_extra={"metavar": "N"})
     dashboard_address: str | None = Field(None, description="embedded cluster's dashboard host:port (default "
                                           "127.0.0.1:0, this machine only; ':8787' opens it to the network)")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        """A scheduler address is [PROTOCOL://]HOST:PORT (inproc:// addresses as they are)."""
+        if value is None or value.startswith("inproc://"):
+            return value
+        host, _, port = value.split("://", 1)[-1].rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} is not a scheduler address; give tcp://HOST:PORT (what `dask scheduler` "
+                             "prints), or drop --scheduler to use a local cluster")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> ClusterSpec:
