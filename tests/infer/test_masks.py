@@ -1,0 +1,113 @@
+"""GDAL masks and alpha bands are nodata: pixels they mask are not predicted, and an alpha band is no data band.
+
+Scenes are built in tmp_path from the real Landsat clip (../shared/data): its collar is filled with
+noise that no nodata value catches, so only the alpha band or the internal mask can mark it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from rasterio.enums import ColorInterp
+
+from geoseg_batch import predict_scene
+from geoseg_batch.errors import DataError
+from geoseg_batch.geo.scene import open_scene
+from geoseg_batch.model.bundle import read_metadata
+from tests.helpers import SHARED_DATA, make_bundle
+
+LANDSAT = SHARED_DATA / "landsat_rgb" / "RGB.byte.tif"
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(not LANDSAT.exists(), reason="needs ../shared/data (landsat_rgb/RGB.byte.tif)")]
+
+
+def _landsat() -> tuple[np.ndarray, np.ndarray, dict]:
+    """(bands, footprint: True where every band is valid, profile) of the clip."""
+    with rasterio.open(LANDSAT) as src:
+        data, profile = src.read(), src.profile
+    return data, np.all(data != src.nodata, axis=0), profile
+
+
+def _with_noisy_collar(data: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    noise = np.random.default_rng(0).integers(1, 255, data.shape, dtype=data.dtype)
+    return np.where(footprint, data, noise)
+
+
+def write_rgba(path, dtype: str = "uint16"):
+    """RGB + alpha (the footprint), no nodata value; the collar holds noise."""
+    data, footprint, profile = _landsat()
+    alpha = np.where(footprint, np.iinfo(dtype).max, 0).astype(dtype)
+    profile.update(count=4, dtype=dtype, nodata=None, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.concatenate([_with_noisy_collar(data, footprint).astype(dtype), alpha[None]]))
+        dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha)
+    return path, footprint
+
+
+def write_internal_mask(path):
+    """RGB with an internal GDAL mask (the footprint), no nodata value; the collar holds noise."""
+    data, footprint, profile = _landsat()
+    profile.update(nodata=None, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+        dst.write(_with_noisy_collar(data, footprint))
+        dst.write_mask(footprint)
+    return path, footprint
+
+
+def _mask(out, stem):
+    return xr.open_zarr(out / f"{stem}.zarr", mask_and_scale=False)["mask"].values
+
+
+def _probabilities(out, stem):
+    return xr.open_zarr(out / f"{stem}.zarr", mask_and_scale=False)["probabilities"].values
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, client):
+    """A 3-band bundle and its prediction of the original clip (nodata 0 marks the collar)."""
+    root = tmp_path_factory.mktemp("reference")
+    bundle = make_bundle(root / "m3.keras", bands=3)
+    predict_scene(LANDSAT, bundle, root / "out", tile=256, cog=False, client=client)
+    return bundle, _probabilities(root / "out", "RGB.byte")
+
+
+@pytest.mark.parametrize("build", [write_rgba, write_internal_mask], ids=["alpha", "internal-mask"])
+def test_masked_pixels_are_nodata_and_the_rest_is_predicted_as_before(tmp_path, client, reference, build):
+    bundle, expected = reference
+    scene, footprint = build(tmp_path / "scene.tif")
+    opened = open_scene(scene, read_metadata(bundle))
+    assert opened.band_indexes == (1, 2, 3) and opened.masked
+    result = predict_scene(scene, bundle, tmp_path / "out", tile=256, client=client)
+    mask = _mask(tmp_path / "out", "scene")
+    np.testing.assert_array_equal(mask == 255, ~footprint)  # nothing predicted outside the footprint
+    # inside it, exactly the prediction of the clip whose collar is nodata: the noise was never read as data
+    np.testing.assert_array_equal(_probabilities(tmp_path / "out", "scene"), expected)
+    assert result.summary["tiles_skipped"] >= 1
+    with rasterio.open(tmp_path / "out" / "scene_mask.tif") as cog:
+        np.testing.assert_array_equal(cog.read(1) == 255, ~footprint)
+
+
+def test_alpha_band_is_not_a_data_band_for_a_four_band_model(tmp_path, client):
+    bundle = make_bundle(tmp_path / "m4.keras", bands=4)
+    scene, footprint = write_rgba(tmp_path / "rgba.tif")
+    with pytest.raises(DataError, match=r"3 data bands \(1,2,3\) and alpha band 4 .*--bands") as caught:
+        open_scene(scene, read_metadata(bundle))
+    assert "\n" not in str(caught.value)
+    # asked for by number, the alpha band is fed as data; its pixels still mask
+    opened = open_scene(scene, read_metadata(bundle), bands=[1, 2, 3, 4])
+    assert opened.band_indexes == (1, 2, 3, 4) and opened.masked
+    predict_scene(scene, bundle, tmp_path / "out", tile=256, bands=[1, 2, 3, 4], cog=False, client=client)
+    np.testing.assert_array_equal(_mask(tmp_path / "out", "rgba") == 255, ~footprint)
+
+
+def test_alpha_band_refusal_is_one_line_from_the_cli(tmp_path, capsys):
+    from geoseg_batch.cli import main
+
+    bundle = make_bundle(tmp_path / "m4.keras", bands=4)
+    scene, _ = write_rgba(tmp_path / "rgba.tif", "uint8")
+    code = main(["predict", str(scene), "--model", str(bundle), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "alpha band 4" in err[-1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "out").exists()
