@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -92,3 +93,23 @@ def test_zarr_format_3_is_readable_by_rioxarray(tmp_path, client):
     dataset = xr.open_zarr(tmp_path / "out" / "scene.zarr")
     with rasterio.open(scene) as src:
         assert dataset.rio.crs == src.crs and dataset["mask"].shape == (100, 120)
+
+
+def test_probability_cog_carries_scale_and_offset(tmp_path, client):
+    """uint8 probabilities (0..250) are tagged scale 1/250, offset 0: readers show 0..1; float ones are not."""
+    bundle = make_bundle(tmp_path / "m.keras")
+    scene = write_scene(tmp_path / "scene.tif", (100, 120))
+    predict_scene(scene, bundle, tmp_path / "out", tile=64, client=client)
+    cog = tmp_path / "out" / "scene_probabilities.tif"
+    with rasterio.open(cog) as src:
+        assert src.scales == (0.004,) and src.offsets == (0.0,) and src.nodata == 255
+    with rasterio.open(tmp_path / "out" / "scene_mask.tif") as src:
+        assert src.scales == (1.0,)
+    if shutil.which("gdalinfo"):
+        text = subprocess.run(["gdalinfo", str(cog)], capture_output=True, text=True, check=True).stdout
+        assert re.search(r"Offset: 0,\s*Scale:0\.004\b", text), text
+        band = _gdalinfo(str(cog))["bands"][0]
+        assert band["scale"] == 0.004 and band["offset"] == 0
+    predict_scene(scene, bundle, tmp_path / "float", tile=64, float_output=True, client=client)
+    with rasterio.open(tmp_path / "float" / "scene_probabilities.tif") as src:
+        assert src.scales == (1.0,) and src.dtypes[0] == "float32"
