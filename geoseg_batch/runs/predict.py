@@ -37,12 +37,14 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     since the last run keep their outputs (hard links), only the others are predicted, and
     ``out`` switches to the new version in one atomic step.
     """
+    from geoseg_batch.geo.plausibility import scene_checks
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
     metadata = read_metadata(job.model)
     plans = plan_scenes(job, metadata)
+    plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     out = Path(job.out)
     with contextlib.ExitStack() as running:
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
@@ -59,7 +61,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
-                       **_predict_scenes(job, metadata, todo, publication, session, memory)}
+                       **_predict_scenes(job, metadata, todo, publication, session, memory),
+                       "plausibility": plausibility}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
