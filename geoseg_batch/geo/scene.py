@@ -16,7 +16,6 @@ onto the GCPs' CRS (:func:`gcp_grid`), and its outputs are on that grid.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,23 +50,23 @@ class Resampled:
         from rasterio.vrt import WarpedVRT
 
         extra: dict[str, Any] = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
-        if self.gcp_crs is not None:
-            extra["src_crs"] = self.gcp_crs
-        return WarpedVRT(src, crs=self.gcp_crs or src.crs, transform=Affine(*self.transform), height=self.shape[0],
+        if self.gcp_crs is not None:  # GDAL's own grid for the GCPs (rasterio warps from the GCPs only then)
+            return WarpedVRT(src, crs=self.gcp_crs, resampling=Resampling[self.method], add_alpha=self.alpha, **extra)
+        return WarpedVRT(src, crs=src.crs, transform=Affine(*self.transform), height=self.shape[0],
                          width=self.shape[1], resampling=Resampling[self.method], add_alpha=self.alpha, **extra)
 
 
 def gcp_grid(src: Any, method: str = "bilinear") -> Resampled | None:
-    """The grid a scene georeferenced by GCPs only is read on (GDAL's suggested grid in the GCPs' CRS,
-    as ``gdalwarp`` makes it), read with ``method``; None when ``src`` has a geotransform or no GCPs."""
-    from rasterio.warp import calculate_default_transform
+    """The grid a scene georeferenced by GCPs only is read on: GDAL's suggested grid in the GCPs' CRS (as
+    ``gdalwarp`` makes it), read with ``method``; None when ``src`` has a CRS or no GCPs."""
+    from rasterio.vrt import WarpedVRT
 
     gcps, crs = src.gcps
     if src.crs is not None or not gcps or crs is None:
         return None
-    transform, width, height = calculate_default_transform(crs, crs, src.width, src.height, gcps=gcps)
-    return Resampled((int(height), int(width)), tuple(transform)[:6], method, gcp_crs=crs.to_wkt(),
-                     alpha=src.nodata is None)
+    with WarpedVRT(src, crs=crs) as view:
+        shape, transform = (view.height, view.width), tuple(view.transform)[:6]
+    return Resampled(shape, transform, method, gcp_crs=crs.to_wkt(), alpha=src.nodata is None)
 
 
 def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> Resampled | None:
@@ -235,12 +234,14 @@ def _view(path: Path, metadata: BundleMetadata, nodata: float | None, masked: bo
         if metadata.resolution_m is None:
             raise DataError(f"{path}: --resample needs the bundle's training resolution, which it does not record; "
                             "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
-        with view.warped(src, nodata) if view is not None else contextlib.nullcontext(src) as grid_source:
-            resampled = resampled_grid(grid_source, metadata.resolution_m, resampling)
+        if view is not None:
+            raise DataError(f"{path}: --resample of a scene georeferenced by GCPs is not supported; warp it onto "
+                            f"a grid first, e.g. `gdalwarp -r {resampling} {path} {path.stem}_warped.tif`, and "
+                            f"predict that")
+        resampled = resampled_grid(src, metadata.resolution_m, resampling)
     if resampled is None:
-        return view
-    alpha = nodata is None and (masked or view is not None)
-    return dataclasses.replace(resampled, gcp_crs=view.gcp_crs if view is not None else None, alpha=alpha)
+        return None
+    return dataclasses.replace(resampled, alpha=nodata is None and masked)
 
 
 def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
