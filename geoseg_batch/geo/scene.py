@@ -221,8 +221,11 @@ def _file_facts(path: Path) -> _FileFacts:
 
 
 def _view(path: Path, metadata: BundleMetadata, nodata: float | None, masked: bool, resample: bool,
-          resampling: str) -> Resampled | None:
-    """The warped grid the scene at ``path`` is read on (GCPs, ``resample``), or None: read as it is."""
+          resampling: str, source_alpha: bool = False) -> Resampled | None:
+    """The warped grid the scene at ``path`` is read on (GCPs, ``resample``), or None: read as it is.
+
+    A masked scene without nodata value is warped with an alpha band (an alpha band of the
+    source becomes the view's own), so its mask survives the warp."""
     import rasterio
 
     with rasterio.open(path) as src:
@@ -241,7 +244,7 @@ def _view(path: Path, metadata: BundleMetadata, nodata: float | None, masked: bo
         resampled = resampled_grid(src, metadata.resolution_m, resampling)
     if resampled is None:
         return None
-    return dataclasses.replace(resampled, alpha=nodata is None and masked)
+    return dataclasses.replace(resampled, alpha=nodata is None and masked and not source_alpha)
 
 
 def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
@@ -259,7 +262,7 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
     chosen = _band_choice(path, facts.descriptions, metadata, bands, facts.alpha)
     nodata = nodata if nodata is not None else facts.nodata
     masked = any(MaskFlags.per_dataset in facts.mask_flags[b - 1] for b in chosen)
-    view = _view(path, metadata, nodata, masked, resample, resampling)
+    view = _view(path, metadata, nodata, masked, resample, resampling, bool(facts.alpha))
     source: Any = path
     if view is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
         source = view.warped(rasterio.open(path), nodata)

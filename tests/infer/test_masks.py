@@ -111,3 +111,22 @@ def test_alpha_band_refusal_is_one_line_from_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "alpha band 4" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("build", [write_rgba, write_internal_mask], ids=["alpha", "internal-mask"])
+def test_masks_survive_resampling(tmp_path, build):
+    """Resampled (300 m -> 600 m), a masked scene without nodata value keeps its mask through the warp."""
+    from geoseg_batch.geo.grid import Window
+    from geoseg_batch.infer.segment import SceneInput
+
+    bundle = make_bundle(tmp_path / "m.keras", bands=3, resolution_m=600.0)
+    scene, footprint = build(tmp_path / "scene.tif")
+    opened = open_scene(scene, read_metadata(bundle), resample=True)
+    assert opened.masked and opened.band_indexes == (1, 2, 3)
+    rows, cols = opened.shape
+    inputs = SceneInput.of(opened)
+    valid = inputs.read_valid(Window(0, rows, 0, cols))
+    assert abs(valid.mean() - footprint.mean()) < 0.01
+    values = np.zeros((rows, cols, 3), np.float32)
+    inputs.read_into(Window(0, rows, 0, cols), values)
+    assert np.all(values[~valid] == 0) and np.all(values[valid].max(-1) > 0)  # the collar's noise never comes through
