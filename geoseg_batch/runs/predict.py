@@ -62,7 +62,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                 session = running.enter_context(model_session(job, model_digest, client))
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
                        **_predict_scenes(job, metadata, todo, publication, session, memory),
-                       "plausibility": plausibility}
+                       "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
@@ -70,6 +70,13 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
+    """{stem: which readers see its zarr store's georeferencing} (the COGs carry it for every grid)."""
+    from geoseg_batch.io.zarr_store import gdal_georeferencing
+
+    return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
