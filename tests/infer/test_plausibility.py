@@ -120,3 +120,14 @@ def test_a_small_valid_area_the_sparse_sample_misses_is_not_all_nodata(tmp_path,
         assert np.all(src.read(window=((300, 310), (400, 410))) != 0)  # the patch is inside the footprint
     checked = _check(_derived(tmp_path / "patch.tif", corner_only, "uint8"), bundle)
     assert checked.source == "scan" and checked.sampled == 100 and checked.status == "ok"
+
+
+def test_strict_is_a_predict_flag_and_no_part_of_the_content_key():
+    from geoseg_batch.config import PredictJob
+    from geoseg_batch.options import job_options
+    from geoseg_batch.runs.settings import job_settings
+
+    option = next(o for o in job_options(PredictJob) if o.name == "strict")
+    assert option.flag == "--strict" and option.default is False and "training statistics" in option.help
+    job = PredictJob(scenes=["a.tif"], model="m.keras", out="o")
+    assert job_settings(job) == job_settings(job.model_copy(update={"strict": True}))
