@@ -125,23 +125,29 @@ class Scene:
 
 def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
                  bands: list[str] | list[int] | None, alpha: tuple[int, ...] = ()) -> tuple[int, ...]:
-    """1-based band numbers to feed the model, in the bundle's band order; ``alpha``: the alpha bands'
-    numbers, left out unless ``bands`` names them."""
+    """1-based band numbers to feed the model, in the bundle's band order.
+
+    ``alpha``: the numbers of the file's alpha bands. Without ``bands`` they are never chosen:
+    the other bands are chosen by name when all are named, and a file with an alpha band whose
+    bands are not named is refused (GDAL marks band 4 of any 4-band byte GeoTIFF as alpha, so
+    the band count alone cannot tell RGBA from RGB+NIR).
+    """
     count = len(descriptions)
     if bands is None:
         data = [n for n in range(1, count + 1) if n not in alpha]
         named = [descriptions[n - 1] for n in data if descriptions[n - 1]]
         if len(named) == len(data) and set(metadata.band_names) <= set(named):
             return tuple(data[named.index(name)] for name in metadata.band_names)
-        if len(data) != metadata.bands:
-            expected = f"the model expects {metadata.bands} ({', '.join(metadata.band_names)})"
-            if not alpha:
-                raise DataError(f"{path}: {count} bands, but {expected}; pass --bands to choose them by name or number")
+        expected = f"the model expects {metadata.bands} ({', '.join(metadata.band_names)})"
+        if alpha:
             numbers = ",".join(map(str, alpha))
+            example = f", e.g. --bands {','.join(map(str, data[:metadata.bands]))}" if len(data) >= metadata.bands else ""
             raise DataError(
-                f"{path}: {len(data)} data bands ({','.join(map(str, data))}) and alpha band {numbers} (read as the "
-                f"nodata mask, not as data), but {expected}; pass --bands to choose them by name or number "
-                f"(naming band {alpha[0]} feeds the alpha band to the model as data)")
+                f"{path}: {count} bands, of which band {numbers} is an alpha band (read as the nodata mask, fed as "
+                f"data only when --bands names it), but {expected}; pass --bands to choose them by name or "
+                f"number{example}")
+        if count != metadata.bands:
+            raise DataError(f"{path}: {count} bands, but {expected}; pass --bands to choose them by name or number")
         return tuple(data)
     if len(bands) != metadata.bands:
         raise DataError(f"{path}: --bands lists {len(bands)} bands, but the model expects {metadata.bands}")

@@ -77,9 +77,10 @@ def reference(tmp_path_factory, client):
 def test_masked_pixels_are_nodata_and_the_rest_is_predicted_as_before(tmp_path, client, reference, build):
     bundle, expected = reference
     scene, footprint = build(tmp_path / "scene.tif")
-    opened = open_scene(scene, read_metadata(bundle))
+    bands = [1, 2, 3] if build is write_rgba else None  # an alpha band's file needs --bands (named bands need not)
+    opened = open_scene(scene, read_metadata(bundle), bands=bands)
     assert opened.band_indexes == (1, 2, 3) and opened.masked
-    result = predict_scene(scene, bundle, tmp_path / "out", tile=256, client=client)
+    result = predict_scene(scene, bundle, tmp_path / "out", tile=256, bands=bands, client=client)
     mask = _mask(tmp_path / "out", "scene")
     np.testing.assert_array_equal(mask == 255, ~footprint)  # nothing predicted outside the footprint
     # inside it, exactly the prediction of the clip whose collar is nodata: the noise was never read as data
@@ -89,12 +90,21 @@ def test_masked_pixels_are_nodata_and_the_rest_is_predicted_as_before(tmp_path, 
         np.testing.assert_array_equal(cog.read(1) == 255, ~footprint)
 
 
-def test_alpha_band_is_not_a_data_band_for_a_four_band_model(tmp_path, client):
-    bundle = make_bundle(tmp_path / "m4.keras", bands=4)
+def test_alpha_band_is_never_chosen_without_bands(tmp_path, client):
     scene, footprint = write_rgba(tmp_path / "rgba.tif")
-    with pytest.raises(DataError, match=r"3 data bands \(1,2,3\) and alpha band 4 .*--bands") as caught:
-        open_scene(scene, read_metadata(bundle))
+    four = make_bundle(tmp_path / "m4.keras", bands=4)
+    with pytest.raises(DataError, match=r"4 bands, of which band 4 is an alpha band .* expects 4 .*by name or number$") as caught:
+        open_scene(scene, read_metadata(four))
     assert "\n" not in str(caught.value)
+    three = make_bundle(tmp_path / "m3.keras", bands=3)
+    with pytest.raises(DataError, match=r"band 4 is an alpha band .* expects 3 .*e\.g\. --bands 1,2,3$"):
+        open_scene(scene, read_metadata(three))
+    with rasterio.open(scene, "r+") as dst:  # named bands: the data bands are chosen by name, the alpha never
+        dst.descriptions = ("b1", "b2", "b3", "b4")
+    assert open_scene(scene, read_metadata(three)).band_indexes == (1, 2, 3)
+    with pytest.raises(DataError, match="band 4 is an alpha band"):
+        open_scene(scene, read_metadata(four))
+    bundle = four
     # asked for by number, the alpha band is fed as data; its pixels still mask
     opened = open_scene(scene, read_metadata(bundle), bands=[1, 2, 3, 4])
     assert opened.band_indexes == (1, 2, 3, 4) and opened.masked
@@ -109,7 +119,7 @@ def test_alpha_band_refusal_is_one_line_from_the_cli(tmp_path, capsys):
     scene, _ = write_rgba(tmp_path / "rgba.tif", "uint8")
     code = main(["predict", str(scene), "--model", str(bundle), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "alpha band 4" in err[-1] and "Traceback" not in "".join(err)
+    assert code == 2 and "band 4 is an alpha band" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "out").exists()
 
 
@@ -121,7 +131,8 @@ def test_masks_survive_resampling(tmp_path, build):
 
     bundle = make_bundle(tmp_path / "m.keras", bands=3, resolution_m=600.0)
     scene, footprint = build(tmp_path / "scene.tif")
-    opened = open_scene(scene, read_metadata(bundle), resample=True)
+    bands = [1, 2, 3] if build is write_rgba else None
+    opened = open_scene(scene, read_metadata(bundle), bands=bands, resample=True)
     assert opened.masked and opened.band_indexes == (1, 2, 3)
     rows, cols = opened.shape
     inputs = SceneInput.of(opened)
