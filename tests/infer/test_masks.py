@@ -112,9 +112,13 @@ def test_alpha_band_is_never_chosen_without_bands(tmp_path, client):
     np.testing.assert_array_equal(_mask(tmp_path / "out", "rgba") == 255, ~footprint)
 
 
-def test_alpha_band_refusal_is_one_line_from_the_cli(tmp_path, capsys):
+def test_alpha_band_refusal_is_one_line_from_the_cli(tmp_path, capsys, monkeypatch):
+    import logging
+
     from geoseg_batch.cli import main
 
+    # main() logs through a handler on the stderr of its first call: give it this test's (captured) one
+    monkeypatch.setattr(logging.getLogger("geoseg_batch"), "handlers", [])
     bundle = make_bundle(tmp_path / "m4.keras", bands=4)
     scene, _ = write_rgba(tmp_path / "rgba.tif", "uint8")
     code = main(["predict", str(scene), "--model", str(bundle), "--out", str(tmp_path / "out")])

@@ -80,9 +80,11 @@ def test_uint16_values_x100_warn_and_are_recorded(tmp_path, bundle, overviews, c
     assert records["x100"]["status"] == "out_of_range" and len(records["x100"]["flagged_bands"]) == 3
 
 
-def test_out_of_range_is_recorded_in_the_manifest_and_strict_refuses(tmp_path, bundle, client, capsys):
+def test_out_of_range_is_recorded_in_the_manifest_and_strict_refuses(tmp_path, bundle, client, capsys, monkeypatch):
     from geoseg_batch.cli import main
 
+    # main() logs through a handler on the stderr of its first call: give it this test's (captured) one
+    monkeypatch.setattr(logging.getLogger("geoseg_batch"), "handlers", [])
     scene = _derived(tmp_path / "x100.tif", lambda d: d.astype(np.uint16) * 100, "uint16")
     result = predict_scene(scene, bundle, tmp_path / "out", tile=256, cog=False, client=client)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
