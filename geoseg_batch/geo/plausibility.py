@@ -41,7 +41,8 @@ class Plausibility:
     band_names: tuple[str, ...]  # the bundle's names of the bands fed to the model
     band_numbers: tuple[int, ...]  # their 1-based numbers in the file
     sampled: int  # valid pixels in the sample
-    source: str  # "overview", "windows", or "scan" (the sample missed every valid pixel: blocks read until one has)
+    source: str  # "overview", "windows", "decimated" (a small scene), or "scan" (the sample missed every valid
+    # pixel: blocks read until one has one)
     medians: tuple[float, ...]  # per band, scaled
     median_abs_z: tuple[float, ...]
     mean: tuple[float, ...]  # the bundle's
@@ -129,7 +130,7 @@ def _read_sample(src: Any, scene: Scene) -> tuple[np.ndarray, str]:
         shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
         parts = [(src.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.nearest),
                   None if mask_band is None else src.read_masks(mask_band, out_shape=shape))]
-        source = "overview" if src.overviews(indexes[0]) else "windows"
+        source = "overview" if src.overviews(indexes[0]) else "decimated"  # a small scene: read whole, decimated
     else:
         windows = _sample_windows((src.height, src.width))
         parts = [(src.read(indexes, window=w), None if mask_band is None else src.read_masks(mask_band, window=w))
