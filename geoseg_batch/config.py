@@ -226,6 +226,8 @@ class PredictJob(Spec):
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
     incremental: bool = Field(False, description="keep unchanged scenes' outputs from the last run; predict only "
                                                  "new or changed scenes; publish a new version of out atomically")
+    strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
+                                            "training statistics, or that are all nodata (default: a warning)")
     overwrite: bool = False
     wait: bool = Field(False, description=WAIT_HELP)
     wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})

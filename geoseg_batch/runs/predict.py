@@ -40,12 +40,14 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     since the last run keep their outputs (hard links), only the others are predicted, and
     ``out`` switches to the new version in one atomic step.
     """
+    from geoseg_batch.geo.plausibility import scene_checks
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
     metadata = read_metadata(job.model)
     plans = plan_scenes(job, metadata)
+    plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     out = Path(job.out)
     with translated_os_errors(out), contextlib.ExitStack() as running:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
@@ -66,7 +68,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
-                       **_predict_scenes(job, metadata, todo, publication, session, memory)}
+                       **_predict_scenes(job, metadata, todo, publication, session, memory),
+                       "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
@@ -74,6 +77,13 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
+    """{stem: which readers see its zarr store's georeferencing} (the COGs carry it for every grid)."""
+    from geoseg_batch.io.zarr_store import gdal_georeferencing
+
+    return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
