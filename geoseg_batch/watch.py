@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -100,7 +101,7 @@ class ClusterWatch:
         elif not message.get("expected"):
             self.lost.append(worker)
             log.warning("lost worker %s: %s; %s", worker, _taken_down(message),
-                        f"{live} workers left" if live else
+                        f"{_plural(live, 'worker')} left" if live else
                         f"no worker left: the run fails unless one joins within {self.no_worker_timeout_s:g} s")
 
     # -- the no-worker bound (a thread of its own)
@@ -199,16 +200,37 @@ def _taken_down(message: dict[str, Any]) -> str:
     held = list(message.get("lost-computed-tasks") or ())
     if not running and not held:
         return "it ran no task of this run"
-    parts = [f"{len(running)} tasks running or queued there ({_keys(running)})"] if running else []
+    parts = [f"{_plural(len(running), 'task')} running or queued there ({_keys(running)})"] if running else []
     if held:
-        parts.append(f"{len(held)} results held there ({_keys(held)})")
+        parts.append(f"{_plural(len(held), 'result')} held there ({_keys(held)})")
     return " and ".join(parts) + " will be recomputed on the other workers (tiles written before stay saved)"
 
 
+_KEY_FORMS = (  # the task keys infer.segment and geo.mosaic name their tasks with, and what each one is
+    (re.compile(r"predict-\d+-(?P<scene>.+)-(?P<r0>\d+)-(?P<c0>\d+)-(?P<r1>\d+)-(?P<c1>\d+)"),
+     "{scene} tiles {r0},{c0}..{r1},{c1}"),
+    (re.compile(r"blend-\d+-(?P<scene>.+)-(?P<r>\d+)-(?P<c>\d+)"), "{scene} tile {r},{c} (blend)"),
+    (re.compile(r"mosaic-[0-9a-f]+-(?P<r>\d+)-(?P<c>\d+)"), "mosaic chunk {r},{c}"),
+)
+
+
+def _task(key: Any) -> str:
+    """What the task of ``key`` works on ("scene tiles 0,4..3,5"), or its key's name."""
+    name = str(key[0] if isinstance(key, tuple) else key)
+    for pattern, form in _KEY_FORMS:
+        found = pattern.fullmatch(name)
+        if found:
+            return form.format(**found.groupdict())
+    return name
+
+
 def _keys(keys: Iterable[Any], shown: int = 4) -> str:
-    names = sorted(str(key[0] if isinstance(key, tuple) else key) for key in keys)
-    names = list(dict.fromkeys(names))
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    names = list(dict.fromkeys(sorted(_task(key) for key in keys)))
+    return "; ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _dashboard(client: Any) -> str | None:

