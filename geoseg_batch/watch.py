@@ -27,6 +27,7 @@ import logging
 import re
 import threading
 import time
+from asyncio import CancelledError  # a BaseException (Dask's FutureCancelledError is an Exception)
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -149,8 +150,8 @@ class ClusterWatch:
 
     def translated(self, error: BaseException) -> BaseException | None:
         """The one-line error ``error`` (raised inside the block) stands for, or None to let it through."""
-        if isinstance(error, RunInterrupted):
-            return None
+        if isinstance(error, RunInterrupted) or not isinstance(error, (Exception, KeyboardInterrupt, CancelledError)):
+            return None  # already one line, or an exit (SystemExit, GeneratorExit) that must go through
         if isinstance(error, KeyboardInterrupt):
             return RunInterrupted(f"interrupted; {self.remedy()}")
         if self.expired or type(error).__name__ == "NoWorkerError":
