@@ -43,7 +43,9 @@ class ClusterSpec(Spec):
                                 json_schema_extra={"metavar": "N", "exclusive": "target"})
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str | None = Field(None, description="per worker, e.g. '4GiB'")
-    timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler")
+    timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler (connection and handshake)")
+    no_worker_timeout_s: float = Field(60.0, gt=0, description="fail the run when the cluster has had no live "
+                                                               "worker for this long (a re-run resumes)")
     gpus: int | None = Field(None, ge=0, description="embedded cluster: one worker per GPU (dask-cuda's "
                                                      "LocalCUDACluster, resources GPU=1); default: every visible "
                                                      "GPU when dask-cuda is installed, 0 for CPU only")

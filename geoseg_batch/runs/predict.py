@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +140,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     from geoseg_batch.cluster import worker_memory
     from geoseg_batch.infer.segment import run_graph
     from geoseg_batch.monitor import TileProgress
+    from geoseg_batch.watch import watched
 
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
@@ -148,10 +151,12 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
              tiles_total, resumed, job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
     tiles_started = time.perf_counter()
     todo = tiles_total - resumed
-    with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
+    with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
+          TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress):
         records = run_graph(graphs, session.client, progress)
     cogs_started = time.perf_counter()
-    _write_products(job, plans, publication.stage, session.client)
+    with watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)):
+        _write_products(job, plans, publication.stage, session.client)
     phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
               "cogs_s": round(time.perf_counter() - cogs_started, 3)}
     log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
@@ -168,6 +173,17 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or worker_memory(session.client)
     figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
     return figures
+
+
+def _saved(publication: Publication, plans: list[ScenePlan], total: int) -> Callable[[], str]:
+    """What a failed or interrupted run says is saved: the tiles of ``plans`` recorded as done in the stage."""
+    from geoseg_batch.watch import saved_tiles
+
+    def saved() -> str:
+        done = sum(len(os.listdir(d)) for p in plans if (d := publication.records_dir(p.stem)).is_dir())
+        return saved_tiles(done, total, publication.stage)
+
+    return saved
 
 
 def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
