@@ -23,9 +23,12 @@ import importlib.util
 import ipaddress
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg_batch.config import ClusterSpec
 from geoseg_batch.errors import ConfigError, GeosegError
@@ -105,6 +108,20 @@ def check_scheduler(address: str, timeout_s: float) -> None:
                                       f"the scheduler's address (expected {SCHEDULER_FORM})")
 
 
+class IgnoreInterrupts(WorkerPlugin):
+    """A worker plugin for the workers of an embedded cluster: Ctrl-C (SIGINT, sent by a terminal to every
+    process of the job) is left to the client, which closes them, instead of each printing a traceback."""
+
+    name = "geoseg-ignore-interrupts"
+
+    def setup(self, worker: Any) -> None:
+        """Ignore SIGINT in the worker's process (its main thread runs the worker's event loop)."""
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = ()) -> Iterator[Any]:
     """A Client on ``spec.scheduler``, or on a LocalCluster of ``spec.workers`` processes (default: one per core).
@@ -115,8 +132,6 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
     reachable beyond localhost.
     """
     from distributed import Client, LocalCluster
-
-    from geoseg_batch.watch import IgnoreInterrupts
 
     spec = spec or ClusterSpec()
     if spec.scheduler:

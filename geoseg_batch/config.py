@@ -196,7 +196,18 @@ class EvaluateJob(Spec):
     cluster: ClusterSpec = ClusterSpec()
 
 
-class PredictJob(Spec):
+class StoreOutputs(Spec):
+    """What the jobs that write zarr stores and COGs into ``out`` (predict, mosaic) share: formats, and how
+    they publish (overwrite; wait for another run writing there)."""
+
+    zarr_format: Literal[2, 3] = 2
+    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
+    overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
+
+
+class PredictJob(StoreOutputs):
     """Segment scenes tile by tile on Dask; zarr + COGs per scene."""
 
     kind: Literal["predict"] = "predict"
@@ -221,8 +232,6 @@ class PredictJob(Spec):
     precision: Precision = Field("float32", description=PRECISION_HELP)
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250",
                                json_schema_extra={"flag": "--float"})
-    zarr_format: Literal[2, 3] = 2
-    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     polygons: bool = Field(False, description="also a GeoPackage of the mask's regions (one feature per connected "
                                               "region, with its area and mean probability)")
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
@@ -230,9 +239,6 @@ class PredictJob(Spec):
                                                  "new or changed scenes; publish a new version of out atomically")
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
-    overwrite: bool = False
-    wait: bool = Field(False, description=WAIT_HELP)
-    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
     @model_validator(mode="after")
@@ -252,7 +258,7 @@ class PredictJob(Spec):
 MergeRule = Literal["max", "first", "mean"]
 
 
-class MosaicJob(Spec):
+class MosaicJob(StoreOutputs):
     """Many scenes' predictions onto one target grid: zarr + COGs."""
 
     kind: Literal["mosaic"] = "mosaic"
@@ -268,13 +274,8 @@ class MosaicJob(Spec):
     merge: MergeRule = Field("max", description="max: most confident scene; first: first scene given; "
                                                 "mean: weighted by distance to each scene's edge")
     chunk: int = Field(512, ge=16, description="mosaic chunk (and COG block) size in pixels")
-    zarr_format: Literal[2, 3] = 2
-    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
                                                  "or gone since the last run; publish atomically")
-    overwrite: bool = False
-    wait: bool = Field(False, description=WAIT_HELP)
-    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
 

@@ -31,8 +31,6 @@ from asyncio import CancelledError  # a BaseException (Dask's FutureCancelledErr
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
 from geoseg_batch.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -195,20 +193,6 @@ def watched(client: Any | None, no_worker_timeout_s: float = 60.0,
     finally:
         if watch is not None:
             watch.stop()
-
-
-class IgnoreInterrupts(WorkerPlugin):
-    """A worker plugin for the workers of an embedded cluster: Ctrl-C (SIGINT, sent by a terminal to every
-    process of the job) is left to the client, which closes them, instead of each printing a traceback."""
-
-    name = "geoseg-ignore-interrupts"
-
-    def setup(self, worker: Any) -> None:
-        """Ignore SIGINT in the worker's process (its main thread runs the worker's event loop)."""
-        import signal
-
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _taken_down(message: dict[str, Any]) -> str:
