@@ -764,7 +764,31 @@ CLUSTER = [
 #    scheduler killed mid-run, the only worker killed mid-run (in_subprocess=True, within_s=the bound: the run is
 #    killed with its process group past it), Ctrl-C saying how many tiles are safe and that the same command
 #    resumes (staging_kept=True where the re-run resumes; code 130).
-HANGS: list[Case] = []
+
+
+def _silent_listener(w: World) -> str:
+    """A TCP listener on 127.0.0.1 that accepts and never says a word (not a Dask scheduler); its address."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    w.finally_(lambda: [sock.close() for sock in (*accepted, server)])
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _listener_not_a_scheduler(w: World) -> Prepared:
+    scene, address = w.scene(w.tmp / "in" / "s1.tif"), _silent_listener(w)
+    return Prepared(w.predict(scene, "--scheduler", address, "--timeout-s", "2"),
+                    (lit(address), "did not answer within 2 s", "not a Dask scheduler", "check the address"),
+                    w.tmp / "out")
+
+
+HANGS = [
+    Case("predict-listener-not-a-scheduler", "hang", 2, _listener_not_a_scheduler, within_s=15),
+]
 
 
 # --------------------------------------------------------------------------- silent wrong results, sizes
@@ -772,7 +796,48 @@ HANGS: list[Case] = []
 # -- hook: masks (wt/masks): alpha band / GDAL mask read as nodata, out-of-distribution scene with --strict
 #    refused, an all-nodata scene reported, GCP-georeferenced scenes (read warped, or refused with the gdalwarp
 #    line).
-MASKS: list[Case] = []
+
+
+def _canonical_again(w: World, scene: Path) -> Callable[[], None]:
+    """The fix of a bad scene: the canonical scene written over it."""
+    return lambda: (scene.unlink(), w.scene(scene))
+
+
+def _implausible_strict(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    profile.update(dtype="uint16")
+    with rasterio.open(scene, "w", **profile) as dst:  # "uint16 reflectances" into a model trained on 1..254
+        dst.write(data.astype("uint16") * 100)
+    return Prepared(w.predict(scene, "--strict"), (lit(scene), r"band b\d", "median", "refused by --strict",
+                                                   "drop --strict"), w.tmp / "out",
+                    fix=_canonical_again(w, scene), clean="predict")
+
+
+def _all_nodata_strict(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif", nodata=0)
+    with rasterio.open(scene, "r+") as dst:
+        dst.write(np.zeros((dst.count, dst.height, dst.width), dst.dtypes[0]))
+    return Prepared(w.predict(scene, "--strict"), (lit(scene), "every pixel is nodata", "refused by --strict"),
+                    w.tmp / "out", fix=_canonical_again(w, scene), clean="predict")
+
+
+def _alpha_band_not_data(w: World) -> Prepared:
+    from rasterio.enums import ColorInterp
+
+    scene = w.scene(w.tmp / "in" / "s1.tif", bands=4, named=False)
+    with rasterio.open(scene, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return Prepared(w.predict(scene), (lit(scene), "band 4 is an alpha band", "--bands 1,2,3"), w.tmp / "out",
+                    fix=_canonical_again(w, scene), clean="predict")
+
+
+MASKS = [
+    Case("predict-implausible-values-strict", "plausibility", 2, _implausible_strict, alone=False),  # warned first
+    Case("predict-all-nodata-strict", "plausibility", 2, _all_nodata_strict, alone=False),
+    Case("predict-alpha-band-is-not-data", "masks", 2, _alpha_band_not_data),
+]
 # -- hook: preflight sizes (wt/preflight): mosaic --resolution, --tile, --batch-size, --bounds too big: refused
 #    within 2 s (within_s=2), naming the argument and a value that fits.
 SIZES: list[Case] = []
