@@ -55,35 +55,15 @@ SCHEDULER_FORM = "tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
 """The form of a scheduler address, as error messages name it."""
 
 
-def scheduler_address(address: str) -> str:
-    """``address`` checked to be a scheduler address Dask can connect to (``tcp://HOST:PORT``; no scheme means
-    tcp); returns it unchanged. A ConfigError (exit 2) names the expected form otherwise."""
-    from distributed.comm.addressing import parse_address, parse_host_port
-    from distributed.comm.registry import backends
-
-    try:
-        scheme, location = parse_address(address.strip())
-        if scheme not in backends:
-            raise ValueError(f"unknown scheme {scheme!r}")
-        if scheme != "inproc" and not parse_host_port(location)[0]:
-            raise ValueError("no host")
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"cluster.scheduler: received {address!r}, which is not a scheduler address ({exc}); "
-                          f"expected {SCHEDULER_FORM}") from None
-    return address
-
-
 def check_scheduler(address: str, timeout_s: float) -> None:
     """Return once a Dask scheduler at ``address`` answered (connection, handshake and an ``identity`` call)
-    within ``timeout_s`` in all; else a one-line :class:`ClusterUnreachableError` (or ConfigError for an
-    address that does not parse). ``distributed.Client`` bounds only the connection: a listener that accepts
+    within ``timeout_s`` in all; else a one-line :class:`ClusterUnreachableError` (ClusterSpec has checked the
+    address's form). ``distributed.Client`` bounds only the connection: a listener that accepts
     it and says nothing would keep it waiting forever."""
     import asyncio
     import concurrent.futures
 
     from distributed.comm import connect as open_comm
-
-    scheduler_address(address)
 
     async def identity() -> Any:
         comm = await open_comm(address, timeout=timeout_s)

@@ -34,6 +34,10 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+"""The schemes of Dask's comms (distributed.comm.registry's backends)."""
+
+
 class ClusterSpec(Spec):
     """Where Dask work runs: an existing scheduler, or an embedded LocalCluster."""
 
@@ -58,13 +62,16 @@ class ClusterSpec(Spec):
     @field_validator("scheduler")
     @classmethod
     def _an_address(cls, value: str | None) -> str | None:
-        """A scheduler address is [PROTOCOL://]HOST:PORT (inproc:// addresses as they are)."""
+        """A scheduler address is [SCHEME://]HOST:PORT, SCHEME one Dask speaks (inproc:// addresses as they are)."""
         if value is None or value.startswith("inproc://"):
             return value
-        host, _, port = value.split("://", 1)[-1].rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"{value!r} is not a scheduler address; give tcp://HOST:PORT (what `dask scheduler` "
-                             "prints), or drop --scheduler to use a local cluster")
+        scheme, _, location = value.rpartition("://")
+        host, _, port = location.rpartition(":")
+        reason = (f"unknown scheme {scheme!r}" if scheme and scheme not in SCHEDULER_SCHEMES else
+                  "no host" if not host else None if port.isdigit() and int(port) <= 65535 else f"port {port!r}")
+        if reason is not None:
+            raise ValueError(f"{value!r} is not a scheduler address ({reason}); give tcp://HOST:PORT (what "
+                             "`dask scheduler` prints), or drop --scheduler to use a local cluster")
         return value
 
     @model_validator(mode="after")
