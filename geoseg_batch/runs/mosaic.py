@@ -17,7 +17,7 @@ from geoseg_batch.runs.result import JobResult
 from geoseg_batch.runs.settings import job_settings
 
 if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
-    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary
+    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary, SourceStore
 
 MOSAIC_STORE = "mosaic.zarr"
 """The mosaic's zarr store in ``out``."""
@@ -74,12 +74,14 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     touched by scenes that are new, changed or gone since then are recomputed (all of them
     when the target grid changed); the new version is published atomically.
     """
-    from geoseg_batch.geo.mosaic import chunks_touched, mosaic_grid
+    from geoseg_batch.geo.mosaic import chunks_touched, grid_for, read_sources
 
     started = time.perf_counter()
     stores = prediction_stores(job.predictions)
     paths = [store for store, _ in stores.values()]
-    grid = mosaic_grid(paths, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
+    sources = read_sources(paths)
+    grid = grid_for(sources, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
+    check_sizes(job, sources, grid, client)  # before anything of the grid's size exists
     keys = {stem: key for stem, (_, key) in stores.items()}
     out = Path(job.out)
     key = config_digest(job_settings(job, predictions=[]), keys)
@@ -101,16 +103,37 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     return JobResult("mosaic", out, manifest, [output], summary)
 
 
+def check_sizes(job: MosaicJob, sources: list[SourceStore], grid: MosaicGrid, client: Any | None) -> None:
+    """Raise ConfigError unless a chunk task of the mosaic fits a worker and the grid's chunks the client
+    (:mod:`geoseg_batch.sizing`); the workers' limit is ``client``'s, else the embedded cluster's."""
+    from geoseg_batch.geo.mosaic import SOURCE_MARGIN, finest_resolution, grid_for
+    from geoseg_batch.sizing import Budget, SourceSize, budget_for, check_mosaic, worker_limit_of
+
+    budget = budget_for(job.cluster)
+    if client is not None:
+        budget = Budget(worker_limit_of(client.scheduler_info()), budget.client_bytes)
+    sizes = []
+    for source in sources:
+        xres, yres = finest_resolution([source], grid.crs)
+        sizes.append(SourceSize(source.bands, 4 if source.probability_dtype == "float32" else 1, source.shape,
+                                (grid.resolution[0] / xres, grid.resolution[1] / yres)))
+    scenes = (grid_for(sources, job.crs, job.resolution, None, job.chunk).bounds
+              if job.bounds is not None else None)
+    check_mosaic(job, grid.shape, grid.resolution, sizes, SOURCE_MARGIN, budget, scenes)
+
+
 def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,
            cog_names: dict[str, str], publication: Publication, client: Any | None) -> MosaicSummary:
     """Write ``chunks`` (None: all) of the mosaic store in the stage, then its COGs (the previous ones when no
     chunk changed); the build's record. A cluster is started from ``job.cluster`` only when there is work."""
     from geoseg_batch.cluster import connect
-    from geoseg_batch.geo.mosaic import build_mosaic
+    from geoseg_batch.geo.mosaic import build_mosaic, read_sources
     from geoseg_batch.io.cog import write_cog
 
     store_path = publication.stage / MOSAIC_STORE
     with (connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active:
+        if job.cluster.scheduler and active is not None:  # an existing cluster: its workers' limits are known now
+            check_sizes(job, read_sources(paths), grid, active)
         built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
                              client=active)
         if chunks == set() and publication.previous is not None:  # nothing changed: the COGs are the previous ones

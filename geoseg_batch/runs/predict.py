@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,8 @@ from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult
 from geoseg_batch.runs.scenes import (
-    COG_VARIABLES, ModelSession, ScenePlan, hashed_inputs, keyed, model_session, plan_scenes, run_key, scene_keys,
+    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, keyed, model_session, plan_scenes, run_key,
+    scene_keys,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     started = time.perf_counter()
     metadata = read_metadata(job.model)
     plans = plan_scenes(job, metadata)
+    check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     out = Path(job.out)
     with contextlib.ExitStack() as running:
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
@@ -109,7 +112,7 @@ def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None
 def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
     """The summary figures of predicting ``plans``, before any tile ran."""
     megapixels = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6
-    return {"megapixels": round(megapixels, 3), "tiles_total": sum(len(p.grid.tiles()) for p in plans),
+    return {"megapixels": round(megapixels, 3), "tiles_total": sum(math.prod(p.grid.grid_shape) for p in plans),
             "tiles_computed": 0, "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch, "tile": job.tile,
             "halo": plans[0].grid.halo if plans else None, "overlap_fraction": 0.0,
             "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
@@ -125,6 +128,8 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
         return figures  # nothing new: no cluster, no model
+    if job.cluster.scheduler:  # an existing cluster: its workers' memory limits are known now
+        check_sizes(job, metadata, plans, session.client)
     megapixels, tiles_total = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6, figures["tiles_total"]
     graphs, resumed = _tile_graphs(job, metadata, plans, publication, session)
     log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(plans),
@@ -171,7 +176,7 @@ def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
         graphs.extend(segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
                                     token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
                                     priority=-tiles_before))
-        tiles_before += len(plan.grid.tiles())  # a scene's model tasks queue after the previous scene's
+        tiles_before += math.prod(plan.grid.grid_shape)  # a scene's model tasks queue after the previous scene's
     return graphs, resumed
 
 
