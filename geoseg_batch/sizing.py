@@ -124,12 +124,16 @@ def worker_limit_of(info: Mapping[str, Any]) -> int | None:
     return min(limits) if limits else None
 
 
-def budget_for(spec: Any) -> Budget:
-    """The budget of a run on cluster ``spec``: its workers' limit (when known before start) and the client's."""
+def budget_for(spec: Any, client: Any | None = None) -> Budget:
+    """The budget of a run on ``client``'s cluster, else on cluster ``spec`` (a ClusterSpec): the workers' memory
+    limit (``client``'s workers', else the embedded cluster's before it starts; None for an existing scheduler not
+    connected yet) and the client's share of this machine's available memory."""
     from geoseg_batch.runtime import available_cores
 
     _, available = machine_memory()
-    return Budget(embedded_worker_limit(spec, available_cores()), int(available * CLIENT_SHARE))
+    limit = embedded_worker_limit(spec, available_cores()) if client is None else worker_limit_of(
+        client.scheduler_info())
+    return Budget(limit, int(available * CLIENT_SHARE))
 
 
 def refuse(argument: str, value: Any, what: str, needed: int, available: str, fix: str) -> ConfigError:

@@ -107,11 +107,8 @@ def check_sizes(job: MosaicJob, sources: list[SourceStore], grid: MosaicGrid, cl
     """Raise ConfigError unless a chunk task of the mosaic fits a worker and the grid's chunks the client
     (:mod:`geoseg_batch.sizing`); the workers' limit is ``client``'s, else the embedded cluster's."""
     from geoseg_batch.geo.mosaic import SOURCE_MARGIN, finest_resolution, grid_for
-    from geoseg_batch.sizing import Budget, SourceSize, budget_for, check_mosaic, worker_limit_of
+    from geoseg_batch.sizing import SourceSize, budget_for, check_mosaic
 
-    budget = budget_for(job.cluster)
-    if client is not None:
-        budget = Budget(worker_limit_of(client.scheduler_info()), budget.client_bytes)
     sizes = []
     for source in sources:
         xres, yres = finest_resolution([source], grid.crs)
@@ -119,7 +116,7 @@ def check_sizes(job: MosaicJob, sources: list[SourceStore], grid: MosaicGrid, cl
                                 (grid.resolution[0] / xres, grid.resolution[1] / yres)))
     scenes = (grid_for(sources, job.crs, job.resolution, None, job.chunk).bounds
               if job.bounds is not None else None)
-    check_mosaic(job, grid.shape, grid.resolution, sizes, SOURCE_MARGIN, budget, scenes)
+    check_mosaic(job, grid.shape, grid.resolution, sizes, SOURCE_MARGIN, budget_for(job.cluster, client), scenes)
 
 
 def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,

@@ -105,13 +105,10 @@ def check_sizes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
     The workers' memory limit is ``client``'s workers', else the embedded cluster's the job would start
     (an existing scheduler's is checked again once connected).
     """
-    from geoseg_batch.sizing import Budget, budget_for, check_predict, worker_limit_of
+    from geoseg_batch.sizing import budget_for, check_predict
 
-    budget = budget_for(job.cluster)
-    if client is not None:
-        budget = Budget(worker_limit_of(client.scheduler_info()), budget.client_bytes)
     halo = plans[0].grid.halo if plans else halo_of(job, metadata)
-    check_predict(job, metadata, [p.grid.shape for p in plans], halo, budget)
+    check_predict(job, metadata, [p.grid.shape for p in plans], halo, budget_for(job.cluster, client))
 
 
 def keyed(plans: list[ScenePlan], job: PredictJob, model_checksum: dict[str, str],
