@@ -71,8 +71,8 @@ class Budget:
 
 
 def gib(nbytes: float) -> str:
-    """``nbytes`` as ``"12.3 GiB"``."""
-    return f"{nbytes / GiB:.1f} GiB"
+    """``nbytes`` as ``"12.3 GiB"`` (``"300 MiB"`` below 1 GiB)."""
+    return f"{nbytes / GiB:.1f} GiB" if nbytes >= GiB else f"{nbytes / 2**20:.0f} MiB"
 
 
 def machine_memory() -> tuple[int, int]:

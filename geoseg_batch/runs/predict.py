@@ -51,6 +51,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
+        _check_workers(job, metadata, plans, session, client)
         plans = keyed(plans, job, model_checksum, sums)
         with (Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite)
               as publication, PeakMemory() as memory):
@@ -61,6 +62,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             todo = [p for p in plans if p.stem not in reused]
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
+                _check_workers(job, metadata, plans, session, client)
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
                        **_predict_scenes(job, metadata, todo, publication, session, memory)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
@@ -70,6 +72,14 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _check_workers(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], session: ModelSession | None,
+                   client: Any | None) -> None:
+    """Check the job's sizes again once connected to an existing scheduler (``job.cluster.scheduler``), whose
+    workers' memory limits are known only then; raises ConfigError when they are too small."""
+    if session is not None and client is None and job.cluster.scheduler:
+        check_sizes(job, metadata, plans, session.client)
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
@@ -128,8 +138,6 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
         return figures  # nothing new: no cluster, no model
-    if job.cluster.scheduler:  # an existing cluster: its workers' memory limits are known now
-        check_sizes(job, metadata, plans, session.client)
     megapixels, tiles_total = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6, figures["tiles_total"]
     graphs, resumed = _tile_graphs(job, metadata, plans, publication, session)
     log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(plans),

@@ -136,3 +136,30 @@ def test_predict_scene_of_too_many_tiles(tmp_path, inputs):
                     "--workers", "1", "--tile", "64")
     assert "tile (--tile) 64" in line and "tiles" in line and "the client may use" in line, line
     assert _fix(line, "--tile") > 64, line
+
+
+@pytest.fixture(scope="module")
+def small_workers():
+    """The address of an existing cluster whose one worker has a 400 MiB memory limit."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="400MiB",
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_existing_cluster_workers_limit_is_checked_once_connected(tmp_path, capsys, inputs, small_workers):
+    out = tmp_path / "out"
+    code = main(["predict", str(inputs["scenes"][0]), "--model", str(inputs["bundle"]), "--out", str(out),
+                 "--scheduler", small_workers, "--tile", "4096"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2, line
+    assert "tile (--tile) 4096" in line and "a worker may use 200 MiB (half its 400 MiB memory limit)" in line, line
+    assert 8 <= _fix(line, "--tile") < 4096, line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    code = main(["mosaic", str(inputs["pred"]), "--out", str(tmp_path / "mosaic"), "--scheduler", small_workers,
+                 "--chunk", "8192"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2, line
+    assert "chunk (--chunk) 8192" in line and "half its 400 MiB memory limit" in line, line
+    assert not (tmp_path / "mosaic").exists()
