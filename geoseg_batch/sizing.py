@@ -216,6 +216,8 @@ def check_predict(job: Any, metadata: Any, shapes: list[tuple[int, int]], halo: 
         fix = (f"use --tile {steps * multiple} or more" if steps is not None
                and (cap is None or task(steps * multiple, job.batch_size) <= cap)
                else "split the scenes into several runs (no tile keeps both the client and a worker within bounds)")
+        if job.resample:  # the scenes' grids are the bundle's resolution: that may be what made them this large
+            fix += ", or drop --resample (the scenes resampled to the bundle's resolution are this large)"
         raise refuse("tile (--tile)", job.tile, f"a run of {tiles} tiles", graph_bytes(tiles, shapes),
                      _client_available(budget), fix)
 

@@ -152,3 +152,9 @@ def test_searches():
     assert largest(lambda n: False, 1, 100) is None
     assert smallest(lambda n: n >= 37, 1, 100) == 37
     assert smallest(lambda n: False, 1, 100) is None
+
+
+def test_too_many_tiles_after_resampling_says_so():
+    job = PredictJob(scenes=["s.tif"], model="m.keras", out="out", tile=64, resample=True)
+    with pytest.raises(ConfigError, match=r"use --tile \d+ or more, or drop --resample"):
+        check_predict(job, METADATA, [(2_000_000, 2_000_000)], 96, Budget(None, 64 * GiB))

@@ -32,8 +32,9 @@ REPORT_SCENES = 8  # scenes shown in a run report (a nightly run may hold hundre
 def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
 
-    Everything is validated (bundle, scenes, tile size, output path) before a cluster is
-    started or a file written. Resumable: the staging directory is named after the job's
+    Everything is validated (bundle, scenes, tile size, output path) and every size the run
+    will need is checked against the workers' and the client's memory (:mod:`geoseg_batch.sizing`)
+    before a cluster is started or a file written. Resumable: the staging directory is named after the job's
     settings and input checksums and records finished tiles, so re-running a killed job
     computes only the rest. ``incremental``: scenes whose content and settings are unchanged
     since the last run keep their outputs (hard links), only the others are predicted, and
