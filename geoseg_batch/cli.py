@@ -3,21 +3,24 @@
 Subcommands only parse and call the Python API (:mod:`geoseg_batch.api`), each by its handler
 in :data:`COMMANDS`. The job commands' options are derived from the job schema
 (:mod:`geoseg_batch.options`: one flag per field, mapped onto its dotted key), so a CLI run and
-the equivalent YAML job are the same job. Errors: one line on stderr (the last line), exit 2 for bad input or usage, 1 for a
-failure during the run; tracebacks only with --debug.
+the equivalent YAML job are the same job. Errors: one line on stderr (the last line), exit 2 for
+bad input or usage, 1 for a failure during the run; tracebacks only with --debug. Library logs
+and TensorFlow's start-up lines go to a log file beside the output directory
+(:mod:`geoseg_batch.logs`), and also to stderr with -v/--verbose.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, get_args
 
-from geoseg_batch import api
+from geoseg_batch import api, logs
 from geoseg_batch.config import (ClusterSpec, DemoJob, EvaluateJob, MosaicJob, Precision, PredictJob, Spec,
                                  StitchMode, TrainJob)
 from geoseg_batch.errors import GeosegError
@@ -267,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Segment scenes of any size with a U-Net, on Dask.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--quiet", action="store_true", help="only warnings and results")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="library logs (TensorFlow, Dask...) on stderr too, not only in the run's log file")
     _add_commands(parser, COMMANDS, "command", "COMMAND")
     return parser
 
@@ -277,36 +282,32 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _configure_logging(quiet: bool) -> None:
-    logger = logging.getLogger("geoseg_batch")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+def _configure_logging(args: argparse.Namespace) -> contextlib.AbstractContextManager[Path | None]:
+    """Logging for the run (:func:`geoseg_batch.logs.run_logging`): yields the log file (or None)."""
+    return logs.run_logging(logs.run_out(args), verbose=args.verbose, debug=args.debug, quiet=args.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `geoseg-batch` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.quiet)
-    try:
-        return dispatch(args, parser)
-    except GeosegError as exc:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the promise is one line, not a traceback
-        if args.debug:
-            raise
-        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+    with _configure_logging(args) as log_path:
+        try:
+            return dispatch(args, parser)
+        except GeosegError as exc:
+            if args.debug:
+                raise
+            print(f"{PROG}: error: {exc}{logs.log_pointer(log_path)}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # the promise is one line, not a traceback
+            if args.debug:
+                raise
+            print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+                  f"{logs.log_pointer(log_path)}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

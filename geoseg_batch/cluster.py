@@ -11,6 +11,9 @@ unless the job's ``cluster.dashboard_address`` says otherwise; a dashboard reach
 beyond this machine is a WARNING (shown even with ``--quiet``), because Dask's
 dashboard has no login. :func:`dashboard_url` and :func:`metrics_url` give both links
 for any client.
+
+The embedded cluster's processes log at INFO when :func:`geoseg_batch.logs.run_logging` sends
+library lines to the run's log file (their stderr is that file), else at ERROR.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import contextlib
 import importlib.util
 import ipaddress
 import logging
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from geoseg_batch.config import ClusterSpec
 from geoseg_batch.errors import ConfigError, GeosegError
+from geoseg_batch.logs import cluster_log_level, quiet_tensorflow_env
 from geoseg_batch.runtime import available_cores
 
 log = logging.getLogger(__name__)
@@ -71,7 +74,8 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
     # getattr: ClusterSpec.dashboard_address is optional in the schema (None there means: the default).
     dashboard_address = getattr(spec, "dashboard_address", None) or DEFAULT_DASHBOARD_ADDRESS
     options = {"threads_per_worker": spec.threads_per_worker, "memory_limit": spec.memory_limit or "auto",
-               "dashboard_address": dashboard_address, "silence_logs": logging.ERROR}
+               "dashboard_address": dashboard_address, "silence_logs": cluster_log_level()}
+    quiet_tensorflow_env()  # inherited by the workers, which import TensorFlow
     gpus = gpu_workers(spec)
     if gpus:
         from dask_cuda import LocalCUDACluster
@@ -106,7 +110,7 @@ def _workers_forked_with(modules: tuple[str, ...]) -> Iterator[None]:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the server imports TF with this environment
+    quiet_tensorflow_env()  # the server imports TF with this environment
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         get_mp_context().set_forkserver_preload(["distributed", *modules])  # after Dask's own (set once)
         yield

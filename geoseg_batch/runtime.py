@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 
+from geoseg_batch.logs import quiet_tensorflow_env
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,7 @@ def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: 
     Call before anything runs a TF op. Called again with other numbers after TF started,
     it logs a warning and keeps the pools TF already has.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_env()
     import tensorflow as tf
 
     intra = intra_op_threads or available_cores()

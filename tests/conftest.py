@@ -13,9 +13,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from geoseg_batch import logs
     from geoseg_batch.runtime import configure_tensorflow
 
-    configure_tensorflow(2, 2)
+    logs.CAPTURE_WARNINGS = False  # in-process CLI runs: pytest records their warnings, not the run's log
+    with logs.native_start_up_hidden():
+        configure_tensorflow(2, 2)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> R
     crs = CRS.from_user_input(src.crs)
     if crs.is_geographic:
         geod = ellipsoid_geod(crs)
-        lon, lat = transform * (src.width / 2, src.height / 2)
+        lon, lat = transform.c + transform.a * src.width / 2, transform.f + transform.e * src.height / 2  # north-up
         east = geod.inv(lon - 0.5, lat, lon + 0.5, lat)[2]  # metres per degree, at the centre
         north = geod.inv(lon, lat - 0.5, lon, lat + 0.5)[2]
         x_size, y_size = resolution_m / east, resolution_m / north
@@ -140,7 +140,8 @@ def scene_paths(scenes: list[Path], scene_list: Path | None = None) -> list[Path
         if glob.has_magic(str(entry)):
             matches = sorted(Path(m) for m in glob.glob(str(entry)))
             if not matches:
-                raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files")
+                raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files; check the folder and the "
+                                         "pattern (relative ones are taken from the current directory)")
             found.extend(matches)
         else:
             found.append(Path(entry))
@@ -162,13 +163,16 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
 
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(f"{path}: no such scene file")
+        raise MissingInputError(f"{path}: no such scene file; check the path (relative paths are taken from the "
+                                 "current directory)")
     try:
         with rasterio.open(path) as src:
             crs, descriptions = src.crs, tuple(src.descriptions)
             scales, offsets, file_nodata = src.scales, src.offsets, src.nodata
     except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"{path}: not a readable raster (truncated or not a GeoTIFF?): {exc}") from None
+        reason = str(exc).rstrip(".")
+        raise DataError(f"{path}: not a readable raster (truncated or not a GeoTIFF?): {reason}; check it with "
+                        "`gdalinfo`, and copy or export it again") from None
     if crs is None:
         raise DataError(
             f"{path}: the scene has no CRS; outputs could not be georeferenced. Assign one first, "

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import MosaicJob, resolved
 from geoseg_batch.errors import ConfigError
-from geoseg_batch.io.publication import Publication
-from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest
+from geoseg_batch.io.oserrors import translated_os_errors
+from geoseg_batch.io.publication import Publication, output_lease
+from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest, require_free
 from geoseg_batch.io.state import STATE_NAME, RunState
-from geoseg_batch.runs.result import JobResult
+from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.settings import job_settings
 
 if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
@@ -72,9 +73,12 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
 
     ``incremental``: the previous version's chunks are kept (hard links) and only the chunks
     touched by scenes that are new, changed or gone since then are recomputed (all of them
-    when the target grid changed); the new version is published atomically.
+    when the target grid changed); the new version is published atomically. ``out`` is locked for the
+    run: another run writing there is refused at once, or with ``wait`` waited for (and nothing done
+    if it published this job's results).
     """
-    from geoseg_batch.geo.mosaic import chunks_touched, grid_for, read_sources
+    from geoseg_batch.cluster import connect
+    from geoseg_batch.geo.mosaic import grid_for, read_sources
 
     started = time.perf_counter()
     stores = prediction_stores(job.predictions)
@@ -85,7 +89,27 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     keys = {stem: key for stem, (_, key) in stores.items()}
     out = Path(job.out)
     key = config_digest(job_settings(job, predictions=[]), keys)
-    with Publication(out, key, incremental=job.incremental, overwrite=job.overwrite) as publication:
+    with translated_os_errors(out), contextlib.ExitStack() as running:
+        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))
+        publication = Publication(out, key, incremental=job.incremental, overwrite=job.overwrite, lease=lease)
+        if job.wait and (done := publication.finished()) is not None:
+            return finished_result("mosaic", out, done)
+        if client is None and job.cluster.scheduler:  # an existing cluster: its workers' limits are known once
+            if not job.incremental:  # connected, and checked before anything is written
+                require_free(out, job.overwrite)
+            client = running.enter_context(connect(job.cluster))
+            check_sizes(job, sources, grid, client)
+        return _publish(job, stores, grid, publication, client, started)
+
+
+def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGrid, publication: Publication,
+             client: Any | None, started: float) -> JobResult:
+    """Build the mosaic of ``stores`` on ``grid`` in the publication's stage and publish it; the job's result."""
+    from geoseg_batch.geo.mosaic import chunks_touched
+
+    out, paths = publication.out, [store for store, _ in stores.values()]
+    keys = {stem: key for stem, (_, key) in stores.items()}
+    with publication:
         footprints = {stem: chunks_touched(grid, [store]) for stem, (store, _) in stores.items()}
         chunks = (publication.previous_state.chunks_to_rewrite(grid_record(grid), keys, footprints)
                   if publication.has_previous(MOSAIC_STORE) else None)
@@ -124,13 +148,11 @@ def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tupl
     """Write ``chunks`` (None: all) of the mosaic store in the stage, then its COGs (the previous ones when no
     chunk changed); the build's record. A cluster is started from ``job.cluster`` only when there is work."""
     from geoseg_batch.cluster import connect
-    from geoseg_batch.geo.mosaic import build_mosaic, read_sources
+    from geoseg_batch.geo.mosaic import build_mosaic
     from geoseg_batch.io.cog import write_cog
 
     store_path = publication.stage / MOSAIC_STORE
     with (connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active:
-        if job.cluster.scheduler and active is not None:  # an existing cluster: its workers' limits are known now
-            check_sizes(job, read_sources(paths), grid, active)
         built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
                              client=active)
         if chunks == set() and publication.previous is not None:  # nothing changed: the COGs are the previous ones

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob, resolved
-from geoseg_batch.io.publication import Publication
-from geoseg_batch.io.publish import checksums
+from geoseg_batch.io.oserrors import translated_os_errors
+from geoseg_batch.io.publication import Publication, output_lease
+from geoseg_batch.io.publish import checksums, require_free
 from geoseg_batch.io.state import RunState
-from geoseg_batch.runs.result import JobResult
+from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
     COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, keyed, model_session, plan_scenes, run_key,
     scene_keys,
@@ -34,12 +35,15 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
 
     Everything is validated (bundle, scenes, tile size, output path) and every size the run
     will need is checked against the workers' and the client's memory (:mod:`geoseg_batch.sizing`)
-    before a cluster is started or a file written. Resumable: the staging directory is named after the job's
+    before a cluster is started or a file written; then ``out`` is locked for the run (another run writing there:
+    refused at once, or with ``wait`` waited for, and nothing done if it published this job's
+    results). Resumable: the staging directory is named after the job's
     settings and input checksums and records finished tiles, so re-running a killed job
     computes only the rest. ``incremental``: scenes whose content and settings are unchanged
     since the last run keep their outputs (hard links), only the others are predicted, and
     ``out`` switches to the new version in one atomic step.
     """
+    from geoseg_batch.cluster import connect
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
@@ -48,14 +52,22 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     plans = plan_scenes(job, metadata)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     out = Path(job.out)
-    with contextlib.ExitStack() as running:
+    with translated_os_errors(out), contextlib.ExitStack() as running:
+        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
+        if client is None and job.cluster.scheduler:  # an existing cluster: its workers' limits are known once
+            if not job.incremental:  # connected, and checked before anything is written
+                require_free(out, job.overwrite)
+            client = running.enter_context(connect(job.cluster))
+            check_sizes(job, metadata, plans, client)
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
-        _check_workers(job, metadata, plans, session, client)
         plans = keyed(plans, job, model_checksum, sums)
-        with (Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite)
-              as publication, PeakMemory() as memory):
+        publication = Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite,
+                                  lease=lease)
+        if job.wait and (done := publication.finished()) is not None:
+            return finished_result("predict", out, done)
+        with publication, PeakMemory() as memory:
             reused = publication.previous_state.reusable_scenes(scene_keys(plans))
             for plan in plans:
                 for name in plan.outputs().values() if plan.stem in reused else ():
@@ -63,7 +75,6 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             todo = [p for p in plans if p.stem not in reused]
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
-                _check_workers(job, metadata, plans, session, client)
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
                        **_predict_scenes(job, metadata, todo, publication, session, memory)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
@@ -73,14 +84,6 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
-
-
-def _check_workers(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], session: ModelSession | None,
-                   client: Any | None) -> None:
-    """Check the job's sizes again once connected to an existing scheduler (``job.cluster.scheduler``), whose
-    workers' memory limits are known only then; raises ConfigError when they are too small."""
-    if session is not None and client is None and job.cluster.scheduler:
-        check_sizes(job, metadata, plans, session.client)
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:

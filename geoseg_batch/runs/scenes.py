@@ -154,9 +154,9 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
 
 def hashed_inputs(job: PredictJob, paths: list[Path], model_digest: str, client: Any | None,
                   running: contextlib.ExitStack) -> tuple[dict[str, str], ModelSession | None]:
-    """Checksums of the scenes, and (unless ``job.incremental``) the model session on ``running``,
+    """Checksums of the scenes, and (unless ``job.incremental`` or ``job.wait``) the model session on ``running``,
     started while the scenes are hashed (hashlib and file reads release the GIL)."""
-    if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
+    if job.incremental or job.wait:  # unchanged scenes (or all: the run waited for) are reused: start nothing
         return checksums(paths), None
     require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
     with concurrent.futures.ThreadPoolExecutor(1) as hasher:
