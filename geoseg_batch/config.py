@@ -43,7 +43,9 @@ class ClusterSpec(Spec):
                                 json_schema_extra={"metavar": "N", "exclusive": "target"})
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str | None = Field(None, description="per worker, e.g. '4GiB'")
-    timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler")
+    timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler (connection and handshake)")
+    no_worker_timeout_s: float = Field(60.0, gt=0, description="fail the run when the cluster has had no live "
+                                                               "worker for this long (a re-run resumes)")
     gpus: int | None = Field(None, ge=0, description="embedded cluster: one worker per GPU (dask-cuda's "
                                                      "LocalCUDACluster, resources GPU=1); default: every visible "
                                                      "GPU when dask-cuda is installed, 0 for CPU only")
@@ -194,7 +196,18 @@ class EvaluateJob(Spec):
     cluster: ClusterSpec = ClusterSpec()
 
 
-class PredictJob(Spec):
+class StoreOutputs(Spec):
+    """What the jobs that write zarr stores and COGs into ``out`` (predict, mosaic) share: formats, and how
+    they publish (overwrite; wait for another run writing there)."""
+
+    zarr_format: Literal[2, 3] = 2
+    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
+    overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
+
+
+class PredictJob(StoreOutputs):
     """Segment scenes tile by tile on Dask; zarr + COGs per scene."""
 
     kind: Literal["predict"] = "predict"
@@ -219,16 +232,13 @@ class PredictJob(Spec):
     precision: Precision = Field("float32", description=PRECISION_HELP)
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250",
                                json_schema_extra={"flag": "--float"})
-    zarr_format: Literal[2, 3] = 2
-    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     polygons: bool = Field(False, description="also a GeoPackage of the mask's regions (one feature per connected "
                                               "region, with its area and mean probability)")
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
     incremental: bool = Field(False, description="keep unchanged scenes' outputs from the last run; predict only "
                                                  "new or changed scenes; publish a new version of out atomically")
-    overwrite: bool = False
-    wait: bool = Field(False, description=WAIT_HELP)
-    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
+    strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
+                                            "training statistics, or that are all nodata (default: a warning)")
     cluster: ClusterSpec = ClusterSpec()
 
     @model_validator(mode="after")
@@ -248,7 +258,7 @@ class PredictJob(Spec):
 MergeRule = Literal["max", "first", "mean"]
 
 
-class MosaicJob(Spec):
+class MosaicJob(StoreOutputs):
     """Many scenes' predictions onto one target grid: zarr + COGs."""
 
     kind: Literal["mosaic"] = "mosaic"
@@ -264,13 +274,8 @@ class MosaicJob(Spec):
     merge: MergeRule = Field("max", description="max: most confident scene; first: first scene given; "
                                                 "mean: weighted by distance to each scene's edge")
     chunk: int = Field(512, ge=16, description="mosaic chunk (and COG block) size in pixels")
-    zarr_format: Literal[2, 3] = 2
-    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
                                                  "or gone since the last run; publish atomically")
-    overwrite: bool = False
-    wait: bool = Field(False, description=WAIT_HELP)
-    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
 

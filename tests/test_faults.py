@@ -23,6 +23,7 @@ cases after merging the branches that build them.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import shutil
@@ -67,6 +68,8 @@ class Prepared:
     clean: str | None = None
     """With ``fix``: the clean run ("predict", "mosaic") the re-run's outputs must equal bitwise. None: the
     re-run must succeed and publish, not more (training shuffles with parallel reads: not bitwise repeatable)."""
+    theirs: tuple[str, ...] = ()
+    """Names beside ``out`` that belong to another run (its lock file), not to the failed one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,11 @@ class World:
     def finally_(self, cleanup: Callable[[], None]) -> None:
         """Run ``cleanup`` after the case (a process or listener it started); returns None."""
         self._request.addfinalizer(cleanup)
+
+    @property
+    def monkeypatch(self) -> pytest.MonkeyPatch:
+        """The case's monkeypatch (undone after it)."""
+        return self._request.getfixturevalue("monkeypatch")
 
     @property
     def shards(self) -> Path:
@@ -183,10 +191,12 @@ def snapshot(out: Path) -> dict[str, bytes] | None:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def assert_nothing_published(out: Path, before: dict[str, bytes] | None, staging_kept: bool = False) -> None:
-    """``out`` is as it was (absent, or the same files), and no staging or versions directory is beside it."""
+def assert_nothing_published(out: Path, before: dict[str, bytes] | None, staging_kept: bool = False,
+                             theirs: tuple[str, ...] = ()) -> None:
+    """``out`` is as it was (absent, or the same files), and no staging or versions directory is beside it
+    (but ``theirs``, another run's)."""
     assert snapshot(out) == before, f"{out} changed"
-    beside = [p.name for p in out.parent.glob(f".{out.name}.*")]
+    beside = [p.name for p in out.parent.glob(f".{out.name}.*") if p.name not in theirs]
     if staging_kept:
         beside = [name for name in beside if ".staging-" not in name]
     assert not beside, f"left beside {out}: {beside}"
@@ -620,10 +630,100 @@ OUTPUTS = [
 # -- hook: lock (one run per output; wt/lock): OutputLockedError naming the holder, --wait, a stale lock
 #    taken over. Add the cases here (e.g. a lock held by a live pid on out -> exit 2, the holder named; a stale
 #    one -> taken over: then the case is a success, tested beside the matrix, not in it).
-LOCK: list[Case] = []
+
+
+def _held_by_another_run(w: World, out: Path) -> tuple[Path, Callable[[], None]]:
+    """A lock on ``out`` held by a live process of this host (a sleeping child); returns the lock file and
+    the fix: the holder ends (its lease is then stale: the re-run takes it over)."""
+    from geoseg_batch.io.lease import Holder, lock_path
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    w.finally_(lambda: (holder.kill(), holder.wait()))
+    lock = lock_path(out)
+    lock.write_text(Holder(os.uname().nodename, holder.pid, time.time(), time.time() + 600, "theirs").dumps())
+    return lock, lambda: (holder.kill(), holder.wait())
+
+
+def _predict_output_locked(w: World) -> Prepared:
+    scene, out = w.scene(w.tmp / "in" / "s1.tif"), w.tmp / "out"
+    lock, fix = _held_by_another_run(w, out)
+    return Prepared(w.predict(scene), (lit(out), "another run is writing there", r"pid \d+", "--wait"),
+                    out, fix=fix, clean="predict", theirs=(lock.name,))
+
+
+def _mosaic_output_locked(w: World) -> Prepared:
+    out = w.tmp / "out"
+    lock, fix = _held_by_another_run(w, out)
+    return Prepared(w.mosaic(w.cleans.out("predict")), (lit(out), "another run is writing there", "--wait"),
+                    out, fix=fix, clean="mosaic", theirs=(lock.name,))
+
+
+def _predict_lock_wait_times_out(w: World) -> Prepared:
+    scene, out = w.scene(w.tmp / "in" / "s1.tif"), w.tmp / "out"
+    lock, _ = _held_by_another_run(w, out)
+    return Prepared(w.predict(scene, "--wait", "--wait-timeout-s", "1"),
+                    (lit(out), "after waiting 1 s", r"pid \d+", "--wait-timeout-s"), out, theirs=(lock.name,))
+
+
+LOCK = [
+    Case("predict-output-locked", "lock", 2, _predict_output_locked, within_s=10),
+    Case("mosaic-output-locked", "lock", 2, _mosaic_output_locked, within_s=10),
+    Case("predict-lock-wait-times-out", "lock", 2, _predict_lock_wait_times_out, alone=False,  # "waiting for ..."
+         within_s=15),
+]
 # -- hook: OS errors (wt/lock): read-only location, out is a file / lies under a file, no space -> one line,
 #    the path and what to do, exit 2 (or 1 during the run), never "unexpected".
-OS_ERRORS: list[Case] = []
+
+
+def _a_file_in_the_way(w: World) -> Path:
+    """A regular file where an output directory is to go."""
+    (w.tmp / "file").write_text("not a directory")
+    return w.tmp / "file"
+
+
+def _predict_out_is_a_file(w: World) -> Prepared:
+    scene, file = w.scene(w.tmp / "in" / "s1.tif"), _a_file_in_the_way(w)
+    return Prepared(w.predict(scene, out=file), (lit(file), "is a file, not a directory", "--out"), file,
+                    fix=file.unlink, clean="predict")
+
+
+def _predict_out_under_a_file(w: World) -> Prepared:
+    scene, file = w.scene(w.tmp / "in" / "s1.tif"), _a_file_in_the_way(w)
+    out = file / "out"
+    return Prepared(w.predict(scene, out=out), (lit(out), f"lies under {re.escape(str(file))}", "--out"), out,
+                    fix=lambda: (file.unlink(), file.mkdir()), clean="predict")
+
+
+def _mosaic_out_is_a_file(w: World) -> Prepared:
+    file = _a_file_in_the_way(w)
+    return Prepared(w.mosaic(w.cleans.out("predict"), out=file), (lit(file), "is a file, not a directory", "--out"),
+                    file, fix=file.unlink, clean="mosaic")
+
+
+def _predict_no_space(w: World) -> Prepared:
+    from geoseg_batch.io import zarr_store
+
+    scene, monkeypatch = w.scene(w.tmp / "in" / "s1.tif"), w.monkeypatch
+    real_write, written = zarr_store.ZarrTarget.write, []
+
+    def fill_up(self: Any, core: Any, probabilities: Any, valid: Any) -> None:
+        if len(written) >= 2:  # the device fills up after 2 tiles
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        written.append(core)
+        real_write(self, core, probabilities, valid)
+
+    monkeypatch.setattr(zarr_store.ZarrTarget, "write", fill_up)
+    return Prepared(w.predict(scene), ("no space left on the device", r"s1\.zarr", "resumes"), w.tmp / "out",
+                    fix=monkeypatch.undo, clean="predict")
+
+
+OS_ERRORS = [
+    Case("predict-out-is-a-file", "OS error", 2, _predict_out_is_a_file),
+    Case("predict-out-under-a-file", "OS error", 2, _predict_out_under_a_file),
+    Case("mosaic-out-is-a-file", "OS error", 2, _mosaic_out_is_a_file),
+    Case("predict-no-space", "OS error", 1, _predict_no_space, alone=False,  # the run's own lines come first
+         staging_kept=True),
+]
 
 
 # --------------------------------------------------------------------------- cluster
@@ -664,7 +764,31 @@ CLUSTER = [
 #    scheduler killed mid-run, the only worker killed mid-run (in_subprocess=True, within_s=the bound: the run is
 #    killed with its process group past it), Ctrl-C saying how many tiles are safe and that the same command
 #    resumes (staging_kept=True where the re-run resumes; code 130).
-HANGS: list[Case] = []
+
+
+def _silent_listener(w: World) -> str:
+    """A TCP listener on 127.0.0.1 that accepts and never says a word (not a Dask scheduler); its address."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    w.finally_(lambda: [sock.close() for sock in (*accepted, server)])
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _listener_not_a_scheduler(w: World) -> Prepared:
+    scene, address = w.scene(w.tmp / "in" / "s1.tif"), _silent_listener(w)
+    return Prepared(w.predict(scene, "--scheduler", address, "--timeout-s", "2"),
+                    (lit(address), "did not answer within 2 s", "not a Dask scheduler", "check the address"),
+                    w.tmp / "out")
+
+
+HANGS = [
+    Case("predict-listener-not-a-scheduler", "hang", 2, _listener_not_a_scheduler, within_s=15),
+]
 
 
 # --------------------------------------------------------------------------- silent wrong results, sizes
@@ -672,7 +796,48 @@ HANGS: list[Case] = []
 # -- hook: masks (wt/masks): alpha band / GDAL mask read as nodata, out-of-distribution scene with --strict
 #    refused, an all-nodata scene reported, GCP-georeferenced scenes (read warped, or refused with the gdalwarp
 #    line).
-MASKS: list[Case] = []
+
+
+def _canonical_again(w: World, scene: Path) -> Callable[[], None]:
+    """The fix of a bad scene: the canonical scene written over it."""
+    return lambda: (scene.unlink(), w.scene(scene))
+
+
+def _implausible_strict(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    profile.update(dtype="uint16")
+    with rasterio.open(scene, "w", **profile) as dst:  # "uint16 reflectances" into a model trained on 1..254
+        dst.write(data.astype("uint16") * 100)
+    return Prepared(w.predict(scene, "--strict"), (lit(scene), r"band b\d", "median", "refused by --strict",
+                                                   "drop --strict"), w.tmp / "out",
+                    fix=_canonical_again(w, scene), clean="predict")
+
+
+def _all_nodata_strict(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif", nodata=0)
+    with rasterio.open(scene, "r+") as dst:
+        dst.write(np.zeros((dst.count, dst.height, dst.width), dst.dtypes[0]))
+    return Prepared(w.predict(scene, "--strict"), (lit(scene), "every pixel is nodata", "refused by --strict"),
+                    w.tmp / "out", fix=_canonical_again(w, scene), clean="predict")
+
+
+def _alpha_band_not_data(w: World) -> Prepared:
+    from rasterio.enums import ColorInterp
+
+    scene = w.scene(w.tmp / "in" / "s1.tif", bands=4, named=False)
+    with rasterio.open(scene, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return Prepared(w.predict(scene), (lit(scene), "band 4 is an alpha band", "--bands 1,2,3"), w.tmp / "out",
+                    fix=_canonical_again(w, scene), clean="predict")
+
+
+MASKS = [
+    Case("predict-implausible-values-strict", "plausibility", 2, _implausible_strict, alone=False),  # warned first
+    Case("predict-all-nodata-strict", "plausibility", 2, _all_nodata_strict, alone=False),
+    Case("predict-alpha-band-is-not-data", "masks", 2, _alpha_band_not_data),
+]
 # -- hook: preflight sizes (wt/preflight): mosaic --resolution, --tile, --batch-size, --bounds too big: refused
 #    within 2 s (within_s=2), naming the argument and a value that fits.
 
@@ -749,7 +914,7 @@ def test_fault(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str], b
     if case.within_s is not None:
         assert elapsed < case.within_s, f"took {elapsed:.1f} s (bound {case.within_s} s)"
     if prepared.out is not None:
-        assert_nothing_published(prepared.out, before, case.staging_kept)
+        assert_nothing_published(prepared.out, before, case.staging_kept, prepared.theirs)
     if prepared.fix is None:
         return
     prepared.fix()

@@ -150,9 +150,11 @@ def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tupl
     from geoseg_batch.cluster import connect
     from geoseg_batch.geo.mosaic import build_mosaic
     from geoseg_batch.io.cog import write_cog
+    from geoseg_batch.watch import watched
 
     store_path = publication.stage / MOSAIC_STORE
-    with (connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active:
+    with ((connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active,
+          watched(active, job.cluster.no_worker_timeout_s)):
         built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
                              client=active)
         if chunks == set() and publication.previous is not None:  # nothing changed: the COGs are the previous ones

@@ -6,7 +6,9 @@ import collections
 import contextlib
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     ``out`` switches to the new version in one atomic step.
     """
     from geoseg_batch.cluster import connect
+    from geoseg_batch.geo.plausibility import scene_checks
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
@@ -51,6 +54,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     metadata = read_metadata(job.model)
     plans = plan_scenes(job, metadata)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
+    plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     out = Path(job.out)
     with translated_os_errors(out), contextlib.ExitStack() as running:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
@@ -76,7 +80,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
-                       **_predict_scenes(job, metadata, todo, publication, session, memory)}
+                       **_predict_scenes(job, metadata, todo, publication, session, memory),
+                       "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
@@ -84,6 +89,13 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
+    """{stem: which readers see its zarr store's georeferencing} (the COGs carry it for every grid)."""
+    from geoseg_batch.io.zarr_store import gdal_georeferencing
+
+    return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
@@ -138,6 +150,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     from geoseg_batch.cluster import worker_memory
     from geoseg_batch.infer.segment import run_graph
     from geoseg_batch.monitor import TileProgress
+    from geoseg_batch.watch import watched
 
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
@@ -148,10 +161,12 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
              tiles_total, resumed, job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
     tiles_started = time.perf_counter()
     todo = tiles_total - resumed
-    with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
+    with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
+          TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress):
         records = run_graph(graphs, session.client, progress)
     cogs_started = time.perf_counter()
-    _write_products(job, plans, publication.stage, session.client)
+    with watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)):
+        _write_products(job, plans, publication.stage, session.client)
     phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
               "cogs_s": round(time.perf_counter() - cogs_started, 3)}
     log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
@@ -168,6 +183,17 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or worker_memory(session.client)
     figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
     return figures
+
+
+def _saved(publication: Publication, plans: list[ScenePlan], total: int) -> Callable[[], str]:
+    """What a failed or interrupted run says is saved: the tiles of ``plans`` recorded as done in the stage."""
+    from geoseg_batch.watch import saved_tiles
+
+    def saved() -> str:
+        done = sum(len(os.listdir(d)) for p in plans if (d := publication.records_dir(p.stem)).is_dir())
+        return saved_tiles(done, total, publication.stage)
+
+    return saved
 
 
 def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
