@@ -45,7 +45,6 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     since the last run keep their outputs (hard links), only the others are predicted, and
     ``out`` switches to the new version in one atomic step.
     """
-    from geoseg_batch.cluster import connect
     from geoseg_batch.geo.plausibility import scene_checks
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
@@ -58,11 +57,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     out = Path(job.out)
     with translated_os_errors(out), contextlib.ExitStack() as running:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
-        if client is None and job.cluster.scheduler:  # an existing cluster: its workers' limits are known once
-            if not job.incremental:  # connected, and checked before anything is written
-                require_free(out, job.overwrite)
-            client = running.enter_context(connect(job.cluster))
-            check_sizes(job, metadata, plans, client)
+        if client is None and job.cluster.scheduler:
+            client = _existing_cluster(job, metadata, plans, running)
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
@@ -96,6 +92,19 @@ def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
     from geoseg_batch.io.zarr_store import gdal_georeferencing
 
     return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
+
+
+def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan],
+                      running: contextlib.ExitStack) -> Any:
+    """A client on ``job.cluster.scheduler``, connected on ``running`` once ``out`` is known free: the workers'
+    memory limits are known only then, and the job's sizes are checked against them before anything is written."""
+    from geoseg_batch.cluster import connect
+
+    if not job.incremental:
+        require_free(Path(job.out), job.overwrite)
+    client = running.enter_context(connect(job.cluster))
+    check_sizes(job, metadata, plans, client)
+    return client
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
