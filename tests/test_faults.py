@@ -840,7 +840,53 @@ MASKS = [
 ]
 # -- hook: preflight sizes (wt/preflight): mosaic --resolution, --tile, --batch-size, --bounds too big: refused
 #    within 2 s (within_s=2), naming the argument and a value that fits.
-SIZES: list[Case] = []
+
+
+def _with(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag``'s value replaced (World's own --tile/--chunk come last, and argparse keeps the last)."""
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    return argv
+
+
+def _predict_tile_too_large(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    return Prepared(_with(w.predict(scene), "--tile", "1000000"),
+                    (r"tile \(--tile\) 1000000", "a worker may use", r"use --tile \d+ or less"), w.tmp / "out")
+
+
+def _predict_batch_too_large(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    return Prepared(w.predict(scene, "--batch-size", "100000"),
+                    (r"batch_size \(--batch-size\) 100000", r"use --batch-size \d+ or less"), w.tmp / "out")
+
+
+def _mosaic_resolution_too_fine(w: World) -> Prepared:
+    return Prepared(w.mosaic(w.cleans.out("predict"), "--resolution", "0.01"),
+                    (r"resolution \(--resolution\) 0.01", "chunks", r"use --resolution [0-9.]+ or coarser"),
+                    w.tmp / "out")
+
+
+def _mosaic_bounds_too_large(w: World) -> Prepared:
+    far = ("-1000000000", "-1000000000", "1000000000", "1000000000")
+    return Prepared(w.mosaic(w.cleans.out("predict"), "--bounds", *far),
+                    (r"bounds \(--bounds\) -1e\+09", r"use smaller --bounds \(the scenes cover "), w.tmp / "out")
+
+
+def _mosaic_chunk_too_large(w: World) -> Prepared:
+    return Prepared(_with(w.mosaic(w.cleans.out("predict")), "--chunk", "1000000"),
+                    (r"chunk \(--chunk\) 1000000", "a worker may use", r"use --chunk \d+ or less"), w.tmp / "out")
+
+
+# The worker-side ones are checked once connected to --scheduler (its workers' limits are known then), after
+# the dashboard line; the client-side ones before connecting.
+SIZES = [
+    Case("predict-tile-too-large", "size", 2, _predict_tile_too_large, alone=False, within_s=2),
+    Case("predict-batch-size-too-large", "size", 2, _predict_batch_too_large, alone=False, within_s=2),
+    Case("mosaic-resolution-too-fine", "size", 2, _mosaic_resolution_too_fine, within_s=2),
+    Case("mosaic-bounds-too-large", "size", 2, _mosaic_bounds_too_large, within_s=2),
+    Case("mosaic-chunk-too-large", "size", 2, _mosaic_chunk_too_large, alone=False, within_s=2),
+]
 
 
 CASES = [*BAD_INPUT, *ARGUMENTS, *JOB_FILES, *OUTPUTS, *LOCK, *OS_ERRORS, *CLUSTER, *HANGS, *MASKS, *SIZES]
