@@ -64,9 +64,12 @@ def check_scheduler(address: str, timeout_s: float) -> None:
     import concurrent.futures
 
     from distributed.comm import connect as open_comm
+    from distributed.security import Security
+
+    connection_args = Security().get_connection_args("client")  # tls:// needs the configured certificates
 
     async def identity() -> Any:
-        comm = await open_comm(address, timeout=timeout_s)
+        comm = await open_comm(address, timeout=timeout_s, **connection_args)
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
@@ -82,6 +85,10 @@ def check_scheduler(address: str, timeout_s: float) -> None:
                 "listens there, or it is not a Dask scheduler; check the address (expected "
                 f"{SCHEDULER_FORM}; schedulers listen on 8786 by default) and that `dask scheduler` is running "
                 "there, or drop --scheduler to use a local cluster") from None
+        except Exception as exc:  # a comm that cannot be opened here (no TLS configured, ucx not installed...)
+            raise ClusterUnreachableError(
+                f"cannot talk to a scheduler at {address}: {type(exc).__name__}: {exc}; check the address "
+                f"(expected {SCHEDULER_FORM}) and, for tls://, the distributed.comm.tls settings") from None
     kind = reply.get("type") if isinstance(reply, dict) else None
     if kind != "Scheduler":
         raise ClusterUnreachableError(f"{address} answers as a Dask {kind or 'service'}, not a scheduler; give "

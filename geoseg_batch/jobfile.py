@@ -108,6 +108,8 @@ def load_job(path: Path | str, overrides: dict[str, Any] | None = None) -> AnyJo
         raise ConfigError(f"{path}: not a YAML job file (not UTF-8 text); give the job's .yaml file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(payload, dict):  # refused by parse_job, in one line, before overrides are merged into it
+        return parse_job(payload, source=str(path))
     return parse_job(merge_overrides(payload, overrides or {}), source=str(path))
 
 
@@ -129,7 +131,9 @@ def merge_overrides(payload: dict[str, Any], overrides: dict[str, Any]) -> dict[
         node = merged
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node.setdefault(key, {})
+            if not isinstance(node.get(key), dict):  # absent, or left empty in YAML (None)
+                node[key] = {}
+            node = node[key]
         node[leaf] = value
     return merged
 

@@ -15,8 +15,10 @@ The ``geoseg_batch`` logger writes its message alone to stderr (INFO; WARNING wi
 
 The log file is ``.geoseg-batch-logs/OUT.log`` beside the job's output directory ``OUT``
 (not inside it: outputs are built in a staging directory and renamed into place; not a
-sibling of it either, so that a failed run leaves nothing named after ``OUT``). Each run
-rewrites it, and removes it (with the directories it created) when nothing was written to it.
+sibling of it either, so that a failed run leaves nothing named after ``OUT``). Runs append to
+it (one past :data:`LOG_ROTATE_BYTES` is first moved to ``OUT.log.1``), so a second run refused
+by the lock of the one writing ``OUT`` leaves that run's log alone; the run that created the
+file removes it (with the directories it created) when nothing was written to it.
 Commands without an output directory (info, validate) have no log file: library records at
 WARNING and above still reach stderr, and native start-up lines at INFO/WARNING level are
 dropped (errors are replayed on stderr when the command ends).
@@ -46,6 +48,8 @@ OURS = "geoseg_batch"
 
 LOG_DIR = ".geoseg-batch-logs"
 """The hidden directory, beside a run's output directory, that holds its log file."""
+LOG_ROTATE_BYTES = 8 << 20
+"""A log file past this size is moved to ``OUT.log.1`` when the next run starts (runs append to it)."""
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TERMINAL_FORMAT = "%(name)s %(levelname)s: %(message)s"
 """Library records on stderr (ours are the message alone)."""
@@ -143,25 +147,29 @@ def native_start_up_hidden() -> Iterator[None]:
 
 
 def _fresh_log_file(out: str | Path) -> tuple[Path | None, list[Path]]:
-    """Create (or empty) the log file of ``out``: (the file, or None when it cannot be written; the
-    directories made for it, innermost first)."""
+    """The log file of ``out``, made if missing (rotated when past :data:`LOG_ROTATE_BYTES`): (the file, or None
+    when it cannot be written; what this run created for it: the file and its directories, innermost first)."""
     path = log_path_for(out)
-    created = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()]
+    created = [parent for parent in (path, path.parent, *path.parent.parents) if not parent.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
+        if path.exists() and path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+            created.insert(0, path)
+        path.touch()
     except OSError:
         return None, []
     return path, created
 
 
 def _remove_if_empty(path: Path, created: list[Path]) -> None:
-    """Delete an empty log file, its directory and those ``created`` for it when left empty; returns None."""
+    """Delete the log file when this run ``created`` it and it is still empty, with the directories created for
+    it when left empty; returns None. (A file another run made is theirs: it may be writing to it.)"""
     with contextlib.suppress(OSError):
-        if path.stat().st_size > 0:
+        if path not in created or path.stat().st_size > 0:
             return
         path.unlink()
-        for directory in dict.fromkeys([path.parent, *created]):  # innermost first, up to a non-empty one
+        for directory in dict.fromkeys(created[1:]):  # innermost first, up to a non-empty one
             directory.rmdir()
 
 

@@ -220,7 +220,11 @@ def track(futures: Sequence[Any], progress: TileProgress | None = None,
     results: list[Any] = [None] * len(futures)
     for future, result in as_completed(unique, with_results=True):
         if future.status == "cancelled":  # e.g. the scheduler was lost: the result is the CancelledError
-            raise result if isinstance(result, BaseException) else future.exception()
+            if isinstance(result, BaseException):
+                raise result
+            from distributed.client import FutureCancelledError
+
+            raise FutureCancelledError(future.key, reason="cancelled", msg=None)
         for i in positions[future.key]:
             results[i] = result
         if progress is not None:

@@ -244,6 +244,8 @@ def _cancel_all(client: Any, reason: str) -> None:
     """Cancel every future ``client`` holds (from any thread): whatever waits on them raises CancelledError."""
     from distributed import Future
 
-    with contextlib.suppress(Exception):
+    try:
         futures = [Future(key, client) for key in list(client.futures)]
         client.cancel(futures, reason="no-workers", msg=reason)
+    except Exception as exc:  # the wait then ends only at the caller's own bounds: say why
+        log.warning("could not cancel the run's tasks after %s (%s: %s)", reason, type(exc).__name__, exc)

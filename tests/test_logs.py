@@ -170,3 +170,24 @@ def test_native_errors_are_replayed_without_an_output_directory(capfd):
                     b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n"
                     b"E0000 00:00:1.0 1 cuda.cc:1] no driver\n  detail\n")
     assert capfd.readouterr().err == "E0000 00:00:1.0 1 cuda.cc:1] no driver\n  detail\n"
+
+
+def test_a_second_run_leaves_the_log_of_the_run_writing_there_alone(tmp_path):
+    out = tmp_path / "pred"
+    log_file = logs.log_path_for(out)
+    log_file.parent.mkdir()
+    log_file.write_text("the first run's lines\n")
+    with logs.run_logging(out) as path:  # e.g. refused by the first run's lock, having written nothing
+        assert path == log_file
+    assert log_file.read_text() == "the first run's lines\n", "not emptied, not removed"
+
+
+def test_a_plain_ctrl_c_says_interrupted(monkeypatch, capsys):
+    from geoseg_batch import cli
+
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "dispatch", interrupted)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "geoseg-batch: interrupted"

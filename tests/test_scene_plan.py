@@ -29,3 +29,18 @@ def test_binary_confusion_counts_valid_zero_one_pixels():
     predicted = np.array([[0, 1, 0, 1], [1, 1, 1, 255]], dtype=np.uint8)
     valid = (truth != 255) & (predicted != 255)
     assert binary_confusion(truth, predicted, valid).tolist() == [[1, 1], [1, 2]]
+
+
+def test_where_and_how_a_job_runs_is_not_part_of_its_content_key():
+    from geoseg_batch.config import MosaicJob, PredictJob
+    from geoseg_batch.runs.settings import job_settings
+
+    plain = PredictJob(scenes=[Path("s.tif")], model=Path("m.keras"), out=Path("a"))
+    elsewhere = plain.model_copy(update={
+        "out": Path("b"), "strict": True, "wait": True, "wait_timeout_s": 5.0, "overwrite": True,
+        "cluster": plain.cluster.model_copy(update={"no_worker_timeout_s": 300.0, "memory_limit": "8GiB",
+                                                    "threads_per_worker": 2, "timeout_s": 60.0})})
+    assert job_settings(plain) == job_settings(elsewhere)
+    assert job_settings(plain) != job_settings(plain.model_copy(update={"stitch": "blend"}))
+    mosaic = MosaicJob(predictions=[Path("p")], out=Path("m"))
+    assert "cluster" not in job_settings(mosaic) and job_settings(mosaic)["merge"] == "max"

@@ -123,9 +123,10 @@ class Publication:
 
     def finished(self) -> dict[str, Any] | None:
         """The manifest ``out`` holds when it records this publication's run key (the same job on the same
-        inputs, published); None otherwise."""
+        inputs, published); None otherwise, and always for an incremental publication (whose run, when nothing
+        changed, reuses everything and publishes a version of its own, with its own record)."""
         path = self.out / MANIFEST_NAME
-        if self.key is None or not self.storage.exists(path):
+        if self.key is None or self.incremental or not self.storage.exists(path):
             return None
         try:
             payload = json.loads(self.storage.read_text(path))

@@ -68,6 +68,12 @@ def grid_record(grid: MosaicGrid) -> dict[str, Any]:
             "shape": list(grid.shape), "chunk": grid.chunk}
 
 
+def _built_as(job: MosaicJob, grid: MosaicGrid) -> dict[str, Any]:
+    """What the mosaic's chunks are made with, as state.json records it: the grid, the merge rule and the zarr
+    format (an incremental run that changes any of them rebuilds every chunk)."""
+    return {**grid_record(grid), "merge": job.merge, "zarr_format": job.zarr_format}
+
+
 def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     """Reproject and merge the scenes' predictions onto one grid, chunk by chunk on Dask; zarr + COGs.
 
@@ -111,13 +117,13 @@ def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGr
     keys = {stem: key for stem, (_, key) in stores.items()}
     with publication:
         footprints = {stem: chunks_touched(grid, [store]) for stem, (store, _) in stores.items()}
-        chunks = (publication.previous_state.chunks_to_rewrite(grid_record(grid), keys, footprints)
+        chunks = (publication.previous_state.chunks_to_rewrite(_built_as(job, grid), keys, footprints)
                   if publication.has_previous(MOSAIC_STORE) else None)
         if chunks is not None:
             publication.reuse(MOSAIC_STORE)
         cog_names = COG_NAMES if job.cog else {}
         built = _build(job, paths, grid, chunks, cog_names, publication, client)
-        publication.record_state(RunState.for_mosaic(grid_record(grid), keys, footprints))
+        publication.record_state(RunState.for_mosaic(_built_as(job, grid), keys, footprints))
         output = {"zarr": str(out / MOSAIC_STORE), **{("mask_cog" if v == "mask" else "probability_cog"): str(out / n)
                                                         for v, n in cog_names.items()}}
         summary = _summary(job, grid, built, len(stores), chunks is not None, started)
@@ -157,12 +163,14 @@ def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tupl
           watched(active, job.cluster.no_worker_timeout_s)):
         built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
                              client=active)
-        if chunks == set() and publication.previous is not None:  # nothing changed: the COGs are the previous ones
-            for name in cog_names.values():
-                publication.reuse(name, missing_ok=False)
-        elif cog_names:
+        unchanged = chunks == set() and publication.previous is not None  # the previous COGs, where it has them
+        todo = {v: name for v, name in cog_names.items() if not (unchanged and publication.reuse(name))}
+        if todo and active is None:  # nothing changed but a COG the previous version lacks: written here
+            for variable, name in todo.items():
+                write_cog(store_path, variable, publication.stage / name, job.chunk)
+        elif todo:
             active.gather([active.submit(write_cog, store_path, variable, publication.stage / name, job.chunk,
-                                         pure=False) for variable, name in cog_names.items()])
+                                         pure=False) for variable, name in todo.items()])
     return built
 
 

@@ -7,17 +7,16 @@ from typing import Any
 
 from geoseg_batch.config import MosaicJob, PredictJob, resolved
 
-WAITING = ("wait", "wait_timeout_s")
-"""How a job waits for another run writing to its out: no part of what its results are."""
+NOT_CONTENT = ("wait", "wait_timeout_s", "strict", "cluster")
+"""How a job waits for another run writing to its out, whether it refuses implausible scenes, and where it
+runs (workers, threads, memory, time-outs): no part of what its results are (exact and blend outputs are
+bitwise the same on any cluster), so changing them keeps a run's resume and an incremental run's reuse."""
 
 
 def job_settings(job: PredictJob | MosaicJob, **inputs: Any) -> dict[str, Any]:
-    """The job's resolved config less ``inputs`` (keyed by content elsewhere), where it writes, how it waits
-    for another run writing there, whether it refuses implausible scenes, and where it runs: the settings its
-    content keys are made from."""
-    where = {"out": Path("."), "name": "", "overwrite": False, **({"strict": False} if isinstance(job, PredictJob) else {}),
-             "cluster": job.cluster.model_copy(update={"scheduler": None, "workers": None})}
-    settings = resolved(job.model_copy(update={**inputs, **where}))
-    for waiting in WAITING:  # not recorded at all: keys stay those of runs made before --wait existed
-        settings.pop(waiting, None)
+    """The job's resolved config less ``inputs`` (keyed by content elsewhere), where it writes and
+    :data:`NOT_CONTENT`: the settings its content keys are made from."""
+    settings = resolved(job.model_copy(update={**inputs, "out": Path("."), "name": "", "overwrite": False}))
+    for key in NOT_CONTENT:
+        settings.pop(key, None)
     return settings

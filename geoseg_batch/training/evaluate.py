@@ -20,7 +20,7 @@ import numpy as np
 from geoseg_batch.config import EvaluateJob, resolved
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.errors import DataError
-from geoseg_batch.io.publish import atomic_path, checksums, ensure_replaceable, staged_directory, write_json, write_manifest
+from geoseg_batch.io.publish import atomic_path, checksums, write_json
 from geoseg_batch.model.bundle import BundleMetadata, load_bundle
 from geoseg_batch.model.inference import inference_model
 from geoseg_batch.model.metrics import metrics_from_confusion
@@ -30,12 +30,14 @@ BINS = 1000
 
 @dataclass(frozen=True)
 class EvaluateResult:
-    """Where the evaluation went and its headline metrics."""
+    """What an evaluation wrote into its directory, its headline metrics, and its manifest's parts."""
 
     out: Path
     metrics_path: Path
     metrics: dict[str, Any]
-    manifest: Path
+    outputs: list[dict[str, Any]]
+    summary: dict[str, Any]
+    inputs: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,10 @@ def _check_bands(metadata: BundleMetadata, band_names: tuple[str, ...], source: 
         )
 
 
-def evaluate(job: EvaluateJob) -> EvaluateResult:
-    """Evaluate ``job.model`` on ``job.data``; writes metrics.json, PNGs and manifest.json to ``job.out``."""
+def evaluate(job: EvaluateJob, into: Path) -> EvaluateResult:
+    """Evaluate ``job.model`` on ``job.data``; writes metrics.json, pr_curve.csv and the PNGs into ``into``
+    (a publication's stage, published at ``job.out``) and returns what a manifest lists of them."""
     started = time.perf_counter()
-    ensure_replaceable(job.out, "evaluate")
     bundle = load_bundle(job.model)
     metadata, model = bundle.metadata, inference_model(bundle.model, job.precision)
     collection = open_chips(job.data, fill_nan=job.fill_nan)
@@ -86,9 +88,14 @@ def evaluate(job: EvaluateJob) -> EvaluateResult:
         raise DataError(f"{collection.path}: no chips in split {job.split!r}; use --split all")
     curve = pr_curve(tally.positive_hist, tally.negative_hist)
     metrics = _metrics(tally, curve, metadata, job.split)
-    _publish(job, metrics, tally, curve, metadata, [job.model, *collection.files()], started)
+    _write_products(job, into, metrics, tally, curve, metadata)
     out = Path(job.out)
-    return EvaluateResult(out, out / "metrics.json", metrics, out / "manifest.json")
+    outputs = [{"metrics": str(out / "metrics.json"), "confusion_matrix": str(out / "confusion_matrix.png"),
+                "pr_curve": str(out / "pr_curve.png"), "samples": str(out / "samples.png") if tally.samples else None}]
+    summary = {"wall_s": round(time.perf_counter() - started, 3), "chips": tally.chips, "pixels": metrics["pixels"],
+               "f1": metrics["f1"], "iou": metrics["iou"]}
+    return EvaluateResult(out, out / "metrics.json", metrics, outputs, summary,
+                          checksums([job.model, *collection.files()]))
 
 
 def _chips(job: EvaluateJob, metadata: BundleMetadata, collection: ChipCollection) -> Any:
@@ -151,31 +158,19 @@ def _metrics(tally: _Tally, curve: PRCurve, metadata: BundleMetadata, split: str
     return metrics
 
 
-def _publish(job: EvaluateJob, metrics: dict[str, Any], tally: _Tally, curve: PRCurve, metadata: BundleMetadata,
-             inputs: list[Path | str], started: float) -> None:
-    """Write metrics.json, the PNGs, pr_curve.csv and manifest.json to ``job.out``, all at once."""
+def _write_products(job: EvaluateJob, stage: Path, metrics: dict[str, Any], tally: _Tally, curve: PRCurve,
+                    metadata: BundleMetadata) -> None:
+    """Write metrics.json, the PNGs and pr_curve.csv into ``stage``; returns None."""
     from geoseg_batch.report import plot_confusion_matrix, plot_pr_curve, plot_samples
 
-    with staged_directory(job.out, overwrite=True) as stage:
-        write_json(stage / "metrics.json", metrics)
-        plot_confusion_matrix(tally.matrix, metadata.classes, stage / "confusion_matrix.png")
-        plot_pr_curve(curve.precision, curve.recall, curve.thresholds, curve.best_threshold, stage / "pr_curve.png")
-        _write_pr_csv(stage / "pr_curve.csv", curve)
-        if tally.samples:
-            images, truths, predictions, scores = (np.stack(a) for a in zip(*tally.samples))
-            plot_samples(images, truths, predictions, metadata.band_names, stage / "samples.png",
-                         probabilities=scores, max_samples=job.samples)
-        out = Path(job.out)
-        write_manifest(
-            stage, command="evaluate",
-            outputs=[{"metrics": str(out / "metrics.json"), "confusion_matrix": str(out / "confusion_matrix.png"),
-                      "pr_curve": str(out / "pr_curve.png"),
-                      "samples": str(out / "samples.png") if tally.samples else None}],
-            summary={"wall_s": round(time.perf_counter() - started, 3), "chips": tally.chips,
-                     "pixels": metrics["pixels"], "f1": metrics["f1"], "iou": metrics["iou"]},
-            config=resolved(job),
-            inputs=checksums(inputs),
-        )
+    write_json(stage / "metrics.json", metrics)
+    plot_confusion_matrix(tally.matrix, metadata.classes, stage / "confusion_matrix.png")
+    plot_pr_curve(curve.precision, curve.recall, curve.thresholds, curve.best_threshold, stage / "pr_curve.png")
+    _write_pr_csv(stage / "pr_curve.csv", curve)
+    if tally.samples:
+        images, truths, predictions, scores = (np.stack(a) for a in zip(*tally.samples))
+        plot_samples(images, truths, predictions, metadata.band_names, stage / "samples.png",
+                     probabilities=scores, max_samples=job.samples)
 
 
 def _pick_samples(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, score: np.ndarray,

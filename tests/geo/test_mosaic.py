@@ -294,3 +294,20 @@ def test_bad_inputs_fail_with_clear_errors(predictions, tmp_path):
     with pytest.raises(ConfigError, match=r"chunks \[\(9, 9\)\] are outside"):
         build_mosaic([whole], tmp_path / "m2.zarr", grid, chunks=[(9, 9)])
     assert not os.path.exists(tmp_path / "m2.zarr")
+
+
+def test_an_incremental_mosaic_rebuilds_when_its_merge_rule_changes_and_adds_cogs_it_lacked(predictions, client,
+                                                                                             tmp_path):
+    from geoseg_batch import mosaic
+
+    out, clean = tmp_path / "mosaic", tmp_path / "clean"
+    first = mosaic([predictions.out], out, chunk=64, merge="max", cog=False, incremental=True, client=client)
+    assert first.summary["chunks_written"] > 0
+    again = mosaic([predictions.out], out, chunk=64, merge="max", incremental=True, client=client)
+    assert again.summary["chunks_written"] == 0  # nothing changed but the COGs asked for: written, not reused
+    assert (out / "mosaic_mask.tif").exists() and (out / "mosaic_probabilities.tif").exists()
+    changed = mosaic([predictions.out], out, chunk=64, merge="first", incremental=True, client=client)
+    assert changed.summary["chunks_written"] == first.summary["chunks_written"]  # another rule: every chunk again
+    mosaic([predictions.out], clean, chunk=64, merge="first", client=client)
+    for got, want in zip(_arrays(out / "mosaic.zarr"), _arrays(clean / "mosaic.zarr")):
+        np.testing.assert_array_equal(got, want)
