@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg_batch.errors import DataError, MissingInputError
+from geoseg_batch.errors import ConfigError, DataError, MissingInputError
+from geoseg_batch.io.urls import READ_ONLY, Location, gdal_path, is_url, location, protocol, sibling
 from geoseg_batch.model.bundle import BundleMetadata
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,14 @@ def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> R
 class Scene:
     """A lazily opened scene and what is needed to turn its pixels into model input."""
 
-    path: Path
+    path: Location  # a Path, or an object-storage URL (str)
     data: Any  # xarray.DataArray (band, y, x), lazily indexed
     band_indexes: tuple[int, ...]  # 1-based band numbers used, in the bundle's order
     nodata: float | None
     scales: tuple[float, ...]
     offsets: tuple[float, ...]
     resampled: Resampled | None = None  # the grid it is read on, when resampled to the bundle's resolution
+    cloud: CloudSettings | None = None  # object storage settings, for a scene read from a URL
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -97,7 +102,7 @@ class Scene:
         return GeoBox(self.shape, self.data.rio.transform(), self.data.rio.crs)
 
 
-def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
+def _band_choice(path: Location, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
                  bands: list[str] | list[int] | None) -> tuple[int, ...]:
     """1-based band numbers to feed the model, in the bundle's band order."""
     count = len(descriptions)
@@ -127,44 +132,82 @@ def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: Bun
     return tuple(chosen)
 
 
-def scene_paths(scenes: list[Path], scene_list: Path | None = None) -> list[Path]:
-    """The scene files a job names: paths and glob patterns (expanded, sorted), then a list file's lines.
+def scene_paths(scenes: list[Location | str], scene_list: Location | str | None = None,
+                cloud: CloudSettings | None = None) -> list[Location]:
+    """The scenes a job names: paths, URLs and glob patterns (expanded, sorted; URL patterns through fsspec),
+    then a list file's lines (relative to it; the list may itself be a URL).
 
     A pattern that matches nothing, or a list file that is missing, is an error: a nightly
     run pointed at the wrong folder should fail, not publish an empty result.
     """
     import glob
 
-    found: list[Path] = []
+    from geoseg_batch.io.remote import CloudSettings, expand, read_text
+
+    cloud = cloud or CloudSettings.of()
+    found: list[Location] = []
     for entry in scenes:
+        entry = _location(entry, "scenes")
         if glob.has_magic(str(entry)):
-            matches = sorted(Path(m) for m in glob.glob(str(entry)))
+            matches: list[Location] = expand(entry, cloud) if is_url(entry) else sorted(
+                Path(m) for m in glob.glob(str(entry)))
             if not matches:
                 raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files")
             found.extend(matches)
         else:
-            found.append(Path(entry))
+            found.append(entry)
     if scene_list is not None:
-        scene_list = Path(scene_list)
-        if not scene_list.is_file():
+        scene_list = _location(scene_list, "scene_list")
+        if is_url(scene_list):
+            text = read_text(scene_list, cloud)
+        elif not scene_list.is_file():
             raise MissingInputError(f"scene_list: {scene_list} does not exist; give a text file with one path per line")
-        lines = [line.strip() for line in scene_list.read_text().splitlines()]
-        found.extend(scene_list.parent / line for line in lines if line and not line.startswith("#"))
+        else:
+            text = scene_list.read_text()
+        lines = [line.strip() for line in text.splitlines()]
+        found.extend(sibling(scene_list, line) for line in lines if line and not line.startswith("#"))
     return list(dict.fromkeys(found))  # a scene named twice is predicted once
 
 
-def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
-               nodata: float | None = None, resample: bool = False, resampling: str = "bilinear") -> Scene:
-    """Open ``path`` lazily, checked against the bundle; with ``resample``, on the bundle's resolution
-    (``resampling``: the kernel, a rasterio.enums.Resampling name)."""
+def _location(value: Location | str, key: str) -> Location:
+    """``value`` as a Path or URL; ConfigError naming ``key`` for an unusable URL."""
+    try:
+        return location(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _require_scene(path: Location, cloud: CloudSettings) -> None:
+    """Raise MissingInputError unless the scene file (or object) exists; ConfigError when the store refuses."""
+    from geoseg_batch.io.remote import object_info
+
+    if is_url(path):
+        if protocol(path) not in READ_ONLY:  # an HTTP file is checked by GDAL's open
+            object_info(str(path), cloud)
+        return
+    if not Path(path).exists():
+        raise MissingInputError(f"{path}: no such scene file")
+
+
+def open_scene(path: Location | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
+               nodata: float | None = None, resample: bool = False, resampling: str = "bilinear",
+               cloud: CloudSettings | None = None) -> Scene:
+    """Open ``path`` (a file or an object-storage URL, read over GDAL's /vsis3/ and kin) lazily, checked against
+    the bundle; with ``resample``, on the bundle's resolution (``resampling``: the kernel, a
+    rasterio.enums.Resampling name). ``cloud``: the object storage settings (default: the environment's)."""
     import rasterio
     import rioxarray
 
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{path}: no such scene file")
+    from geoseg_batch.io.remote import CloudSettings
+
+    path = _location(path, "scenes")
+    cloud = cloud or CloudSettings.of()
+    if is_url(path):
+        cloud.apply()
+    _require_scene(path, cloud)
+    opened = gdal_path(path)  # what GDAL opens: the path itself, or /vsis3/bucket/key
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(opened) as src:
             crs, descriptions = src.crs, tuple(src.descriptions)
             scales, offsets, file_nodata = src.scales, src.offsets, src.nodata
     except rasterio.errors.RasterioIOError as exc:
@@ -181,11 +224,11 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
         if metadata.resolution_m is None:
             raise DataError(f"{path}: --resample needs the bundle's training resolution, which it does not record; "
                             "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
-        with rasterio.open(path) as src:
+        with rasterio.open(opened) as src:
             resampled = resampled_grid(src, metadata.resolution_m, resampling)
-    source: Any = path
+    source: Any = opened
     if resampled is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
-        source = resampled.warped(rasterio.open(path), nodata)
+        source = resampled.warped(rasterio.open(opened), nodata)
     data = rioxarray.open_rasterio(source, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
     data = data.isel(band=[b - 1 for b in chosen])
     return Scene(
@@ -196,6 +239,7 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
         scales=tuple(float(scales[b - 1]) for b in chosen),
         offsets=tuple(float(offsets[b - 1]) for b in chosen),
         resampled=resampled,
+        cloud=cloud if is_url(path) else None,
     )
 
 
