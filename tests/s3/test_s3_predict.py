@@ -131,14 +131,15 @@ def test_no_secret_in_anything_written(tmp_path, s3_env, bundle, capsys, caplog)
     secret = s3_env.secret_key  # the known secret the environment holds (moto checks every signature with it)
     url = s3_env.upload(write_scene(tmp_path / "scene.tif", (96, 96)), "secret/scene.tif")
     out = tmp_path / "runs" / "out"
-    assert main(["predict", url, "--model", str(bundle), "--out", str(out), "--workers", "1", "--tile", "64",
-                 "-v"]) == 0
+    assert main(["-v", "predict", url, "--model", str(bundle), "--out", str(out), "--workers", "1",
+                 "--tile", "64"]) == 0
     captured = capsys.readouterr()
     written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
     assert any(p.name == "manifest.json" for p in written)
     assert any(".geoseg-batch-logs" in p.parts for p in written), "the run's log file is checked too"
     for path in written:
         assert secret.encode() not in path.read_bytes(), path
+    assert "predict:" in captured.err  # -v: the run's log lines were there to be checked
     assert secret not in captured.out + captured.err
     assert not [r for r in caplog.records if secret in r.getMessage()]
     from geoseg_batch.geo.scene import open_scene
