@@ -148,3 +148,18 @@ def test_no_secret_in_anything_written(tmp_path, s3_env, bundle, capsys, caplog)
 
     task_data = pickle.dumps(SceneInput.of(open_scene(url, read_metadata(bundle))))  # what tasks carry
     assert secret.encode() not in task_data and b"endpoint" in task_data
+
+
+def test_validate_a_job_with_s3_scenes_and_a_storage_block(tmp_path, s3_server, bundle, capsys):
+    import yaml
+
+    url = s3_server.upload(write_scene(tmp_path / "v.tif", (64, 64)), "validate/v.tif")
+    job = {"kind": "predict", "scenes": [url], "model": str(bundle), "out": str(tmp_path / "out"),
+           "storage": {"endpoint_url": s3_server.endpoint}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    assert main(["validate", str(path)]) == 0
+    path.write_text(yaml.safe_dump({**job, "scenes": [f"s3://{s3_server.bucket}/validate/gone.tif"]}))
+    assert main(["validate", str(path)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "scenes: s3://scenes/validate/gone.tif: no such object" in line, line
