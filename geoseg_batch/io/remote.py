@@ -60,26 +60,23 @@ class CloudSettings:
     def of(cls, spec: StorageSpec | None = None, environ: Mapping[str, str] | None = None) -> CloudSettings:
         """The settings of a job's ``storage:`` block, gaps filled from the AWS environment variables.
 
-        Raises ConfigError for an endpoint that is not an http(s) URL.
+        Raises ConfigError for a block's endpoint that is not an http(s) URL (one from the environment
+        is checked when it is used: a local run does not fail on it).
         """
         environ = os.environ if environ is None else environ
-        endpoint = (spec.endpoint_url if spec else None) or environ.get("AWS_ENDPOINT_URL_S3") \
-            or environ.get("AWS_ENDPOINT_URL") or None
-        if endpoint is not None:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(f"storage.endpoint_url: got {endpoint!r}; expected an http(s) URL such as "
-                                  "http://127.0.0.1:9000 or https://s3.example.com")
-            endpoint = endpoint.rstrip("/")
+        endpoint = spec.endpoint_url if spec else None
+        if endpoint:
+            _endpoint_parts(endpoint, "storage.endpoint_url")
+        endpoint = endpoint or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
         region = (spec.region if spec else None) or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-        return cls(endpoint, region or None, (spec.profile if spec else None) or None,
-                   bool(spec.anonymous) if spec else False)
+        return cls(endpoint.rstrip("/") if endpoint else None, region or None,
+                   (spec.profile if spec else None) or None, bool(spec.anonymous) if spec else False)
 
     def gdal_options(self) -> dict[str, str]:
         """GDAL's config options for reading through /vsis3/ (and the other /vsi* file systems)."""
         options = dict(GDAL_BASE)
         if self.endpoint_url:
-            parts = urlsplit(self.endpoint_url)
+            parts = _endpoint_parts(self.endpoint_url)
             options["AWS_S3_ENDPOINT"] = parts.netloc + parts.path
             options["AWS_HTTPS"] = "YES" if parts.scheme == "https" else "NO"
             options["AWS_VIRTUAL_HOSTING"] = "FALSE"  # path-style: bucket names need no DNS
@@ -97,7 +94,7 @@ class CloudSettings:
             return {}
         client: dict[str, Any] = {}
         if self.endpoint_url:
-            client["endpoint_url"] = self.endpoint_url
+            client["endpoint_url"] = _endpoint_parts(self.endpoint_url).geturl()
         if self.region:
             client["region_name"] = self.region
         options: dict[str, Any] = {
@@ -117,6 +114,15 @@ class CloudSettings:
         """The fsspec filesystem of ``scheme`` with these settings; a new one when the environment's
         credentials (key id, profile) changed."""
         return _filesystem(self, scheme, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+
+
+def _endpoint_parts(endpoint: str, source: str = "storage.endpoint_url (or AWS_ENDPOINT_URL)") -> Any:
+    """The parts (urllib's SplitResult) of an http(s) ``endpoint``; ConfigError naming ``source`` otherwise."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{source}: got {endpoint!r}; expected an http(s) URL such as http://127.0.0.1:9000 "
+                          "or https://s3.example.com")
+    return parts
 
 
 _applied: list[tuple[tuple[str, str], ...]] = [()]  # the options this process set last

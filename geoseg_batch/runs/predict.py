@@ -13,7 +13,7 @@ from geoseg_batch.config import PredictJob, resolved
 from geoseg_batch.io.publication import Publication
 from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.remote import CloudSettings
-from geoseg_batch.io.urls import gdal_path, location
+from geoseg_batch.io.urls import gdal_path, is_url, location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult
 from geoseg_batch.runs.scenes import (
@@ -89,7 +89,7 @@ def _write_report(job: PredictJob, plans: list[ScenePlan], publication: Publicat
     published path goes into ``summary``."""
     from geoseg_batch.report import write_run_report
 
-    cloud = CloudSettings.of(job.storage)
+    cloud = CloudSettings.of(job.storage) if any(is_url(p.path) for p in plans) else None
     entries = [_gdal_scene(p.entry(publication.stage)) for p in plans[:REPORT_SCENES]]
     images = _quicklooks(entries if job.cog else [], publication.stage / "report",
                          session.client if session else None, cloud)
@@ -103,7 +103,7 @@ def _gdal_scene(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None,
-                cloud: CloudSettings) -> list[tuple[str, Path]]:
+                cloud: CloudSettings | None) -> list[tuple[str, Path]]:
     """The report's quicklooks of predict output entries: one task per image on ``client`` (side by side),
     else here; scenes in object storage are read with ``cloud``."""
     from geoseg_batch.report import QUICKLOOK_SOURCES
@@ -115,13 +115,14 @@ def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None
     return [image for images in client.gather(tasks) for image in images]
 
 
-def _cloud_quicklooks(cloud: CloudSettings, entry: dict[str, Any], out_dir: Path,
+def _cloud_quicklooks(cloud: CloudSettings | None, entry: dict[str, Any], out_dir: Path,
                       **options: Any) -> list[tuple[str, Path]]:
-    """:func:`~geoseg_batch.report.prediction_quicklooks` of ``entry`` with ``cloud`` applied to GDAL here
-    (on the worker that runs it)."""
+    """:func:`~geoseg_batch.report.prediction_quicklooks` of ``entry``, with ``cloud`` (when scenes are in object
+    storage) applied to GDAL here, on the worker that runs it."""
     from geoseg_batch.report import prediction_quicklooks
 
-    cloud.apply()
+    if cloud is not None:
+        cloud.apply()
     return prediction_quicklooks(entry, out_dir, **options)
 
 

@@ -68,3 +68,9 @@ def test_jobs_keep_urls_and_record_no_secret():
                                         "anonymous": False}
     with pytest.raises(ValueError, match="extra"):
         PredictJob(scenes=["a.tif"], model="m", out="o", storage={"secret_access_key": "x"})
+
+
+def test_a_bad_endpoint_in_the_environment_fails_only_when_used():
+    settings = CloudSettings.of(None, {"AWS_ENDPOINT_URL": "minio:9000"})  # a local run is not stopped by it
+    with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL.*expected an http"):
+        settings.gdal_options()

@@ -9,9 +9,10 @@ chain reads them (GDAL, botocore and the Dask workers spawned by the tests inher
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,36 @@ pytest.importorskip("s3fs")
 BUCKET = "scenes"
 
 
+class CountingMotoServer(moto_server.ThreadedMotoServer):
+    """moto's threaded server, counting the bytes of the GET responses it serves, by path (``/bucket/key``).
+
+    The same WSGI app and request handler as ``ThreadedMotoServer._server_entry``, wrapped: what
+    the tests measure is what went over the wire (a window read must not fetch the whole object).
+    """
+
+    def __init__(self, ip_address: str, port: int) -> None:
+        super().__init__(ip_address=ip_address, port=port, verbose=False)
+        self.served: collections.Counter[str] = collections.Counter()
+
+    def _server_entry(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def counting(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            body = app(environ, start_response)
+            if environ["REQUEST_METHOD"] != "GET":
+                return body
+            chunks = list(body)
+            self.served[environ.get("PATH_INFO", "")] += sum(len(c) for c in chunks)
+            return chunks
+
+        self._server = make_server(self._ip_address, self._port, counting, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 @dataclass(frozen=True)
 class S3Server:
     """The loopback S3 server: its endpoint (``http://127.0.0.1:PORT``) and the access key it accepts."""
@@ -31,7 +62,12 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
+    server: CountingMotoServer
     bucket: str = BUCKET
+
+    def served(self, key: str) -> int:
+        """Bytes of the GET responses served so far for ``key`` of the bucket."""
+        return self.server.served[f"/{self.bucket}/{key}"]
 
     @property
     def host_port(self) -> str:
@@ -81,7 +117,7 @@ def _require_auth(endpoint: str, after: float) -> None:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """The loopback S3 server with the ``scenes`` bucket; AWS credentials (fake) set in the environment."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise, on stderr
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = CountingMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -97,7 +133,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         access, secret = _admin_key(endpoint)
         env.setenv("AWS_ACCESS_KEY_ID", access)
         env.setenv("AWS_SECRET_ACCESS_KEY", secret)
-        s3 = S3Server(endpoint, access, secret)
+        s3 = S3Server(endpoint, access, secret, server)
         s3.client().create_bucket(Bucket=BUCKET)
         _require_auth(endpoint, 0)
         try:

@@ -163,3 +163,22 @@ def test_validate_a_job_with_s3_scenes_and_a_storage_block(tmp_path, s3_server, 
     assert main(["validate", str(path)]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "scenes: s3://scenes/validate/gone.tif: no such object" in line, line
+
+
+def test_a_window_reads_a_fraction_of_the_object(tmp_path, s3_env, bundle):
+    """Scenes are read window by window over /vsis3/ (ranged GETs), never downloaded whole."""
+    from geoseg_batch.geo.grid import Window
+    from geoseg_batch.geo.scene import open_scene
+    from geoseg_batch.infer.segment import SceneInput
+    from geoseg_batch.model.bundle import read_metadata
+
+    big = write_scene(tmp_path / "big.tif", (2048, 2048), bands=3)
+    url = s3_env.upload(big, "big/big.tif")
+    before = s3_env.served("big/big.tif")
+    scene = SceneInput.of(open_scene(url, read_metadata(bundle)))
+    out = np.empty((256, 256, 3), np.float32)
+    scene.read_into(Window(512, 768, 512, 768), out)
+    with rasterio.open(big) as src:
+        np.testing.assert_array_equal(out, np.moveaxis(src.read(window=((512, 768), (512, 768))), 0, -1))
+    fetched, size = s3_env.served("big/big.tif") - before, big.stat().st_size
+    assert 0 < fetched < 0.1 * size, (fetched, size)
