@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from geoseg_batch.config import (
     AnyJob, ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, Spec, TrainJob,
 )
@@ -18,7 +20,7 @@ from geoseg_batch.jobfile import load_job, merge_overrides, parse_job
 from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult
-from geoseg_batch.errors import MissingInputError
+from geoseg_batch.errors import ConfigError, MissingInputError
 from geoseg_batch.io.urls import is_url
 from geoseg_batch.options import job_options, section_defaults
 from geoseg_batch.options import overrides as _overrides
@@ -36,8 +38,18 @@ __all__ = [
 def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     from geoseg_batch.cluster import connect
 
-    with connect(ClusterSpec(scheduler=scheduler, workers=workers)) as client:
+    with connect(_cluster_spec(scheduler, workers)) as client:
         yield client
+
+
+def _cluster_spec(scheduler: str | None, workers: int | None) -> ClusterSpec:
+    """The cluster spec of ``--scheduler``/``--workers``; ConfigError (one line) for a bad value."""
+    try:
+        return ClusterSpec(scheduler=scheduler, workers=workers)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "cluster"
+        raise ConfigError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
 
 
 def _job(model: type[Spec], options: dict[str, Any], source: str, base: dict[str, Any] | None = None) -> AnyJob:
@@ -164,7 +176,8 @@ def validate(job: str | Path) -> AnyJob:
                 continue
             made_earlier = any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in produced)
             if not made_earlier and not Path(path).exists():
-                raise MissingInputError(f"{job}: {prefix}{key}: {path} does not exist")
+                raise MissingInputError(f"{job}: {prefix}{key}: {path} does not exist; fix the path (relative paths "
+                                        "are taken from the current directory)")
         produced.append(Path(step.out).resolve())
     return spec
 

@@ -22,6 +22,9 @@ StitchMode = Literal["exact", "blend"]
 Precision = Literal["float32", "bfloat16"]
 PRECISION_HELP = ("the forward pass' compute precision: bfloat16 runs about 2-3x faster on CPUs with AVX512-BF16/AMX "
                   "and on GPUs, with probabilities a few hundredths off float32's")
+WAIT_HELP = ("when another run is writing to out, wait for it (at most wait_timeout_s) instead of refusing; "
+             "if it published this job's results (same settings and inputs), do nothing")
+WAIT_TIMEOUT_HELP = "how long wait waits for the run writing to out"
 ResamplingMethod = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]  # GDAL warp kernels
 
 
@@ -49,6 +52,18 @@ class ClusterSpec(Spec):
                                          json_schema_extra={"metavar": "N"})
     dashboard_address: str | None = Field(None, description="embedded cluster's dashboard host:port (default "
                                           "127.0.0.1:0, this machine only; ':8787' opens it to the network)")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        """A scheduler address is [PROTOCOL://]HOST:PORT (inproc:// addresses as they are)."""
+        if value is None or value.startswith("inproc://"):
+            return value
+        host, _, port = value.split("://", 1)[-1].rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} is not a scheduler address; give tcp://HOST:PORT (what `dask scheduler` "
+                             "prints), or drop --scheduler to use a local cluster")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> ClusterSpec:
@@ -234,7 +249,11 @@ class PredictJob(Spec):
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
     incremental: bool = Field(False, description="keep unchanged scenes' outputs from the last run; predict only "
                                                  "new or changed scenes; publish a new version of out atomically")
+    strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
+                                            "training statistics, or that are all nodata (default: a warning)")
     overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
     storage: StorageSpec = StorageSpec()
 
@@ -278,6 +297,8 @@ class MosaicJob(Spec):
     incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
                                                  "or gone since the last run; publish atomically")
     overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
 

@@ -47,3 +47,24 @@ class OutputExistsError(GeosegError, FileExistsError):
 
 class RunError(GeosegError, RuntimeError):
     """A failure during the run (not the user's input). Exit code 1."""
+
+
+class OutputLockedError(GeosegError, RuntimeError):
+    """Another run holds the lock on the output location (see :mod:`geoseg_batch.io.lease`). Exit code 2:
+    wait for it, or pass ``--wait``."""
+
+    exit_code = 2
+
+
+class OutputLocationError(GeosegError, OSError):
+    """The output location cannot be written: read-only, a file where a directory belongs, no permission.
+    Exit code 2: the user can fix it (see :mod:`geoseg_batch.io.oserrors`). Raised with one argument, the message."""
+
+    exit_code = 2
+
+
+class NoSpaceError(GeosegError, OSError):
+    """The device filled up (or a file size limit was reached) during the run. Exit code 1: a re-run of the same
+    command after freeing space resumes. Raised with one argument, the message."""
+
+    exit_code = 1

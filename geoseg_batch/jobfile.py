@@ -68,7 +68,7 @@ def _describe(error: dict[str, Any], model: type[BaseModel], source: str) -> str
         hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}"
         return f"{source}: {where}: unknown key; {hint}"
     if error["type"] == "missing":
-        return f"{source}: {where}: required key is missing"
+        return f"{source}: {where}: required key is missing; add it"
     if error["type"] == "value_error":  # our validators' messages already say what and how
         message = str(error["msg"]).removeprefix("Value error, ")
         return f"{source}: {message}" if not loc else f"{source}: {where}: {message}"
@@ -100,11 +100,24 @@ def load_job(path: Path | str, overrides: dict[str, Any] | None = None) -> AnyJo
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path}: no such job file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a job file; give the job's .yaml file")
     try:
-        payload = yaml.safe_load(path.read_text()) or {}
+        payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML job file (not UTF-8 text); give the job's .yaml file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return parse_job(merge_overrides(payload, overrides or {}), source=str(path))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The first line of a YAML error, with where to fix it (line, column) when the parser knows."""
+    text = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return text
+    return f"{text} (line {mark.line + 1}, column {mark.column + 1}); fix the syntax there"
 
 
 def merge_overrides(payload: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

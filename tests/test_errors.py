@@ -8,7 +8,8 @@ import pytest
 
 from geoseg_batch.cluster import ClusterUnreachableError
 from geoseg_batch.errors import (
-    BundleError, ConfigError, DataError, GeosegError, InputError, MissingInputError, OutputExistsError, RunError,
+    BundleError, ConfigError, DataError, GeosegError, InputError, MissingInputError, NoSpaceError, OutputExistsError,
+    OutputLocationError, OutputLockedError, RunError,
 )
 
 
@@ -16,6 +17,7 @@ from geoseg_batch.errors import (
     (DataError, ValueError, 2), (ConfigError, ValueError, 2), (BundleError, ValueError, 2),
     (InputError, ValueError, 2), (MissingInputError, FileNotFoundError, 2), (OutputExistsError, FileExistsError, 2),
     (ClusterUnreachableError, ConnectionError, 2), (RunError, RuntimeError, 1),
+    (OutputLockedError, RuntimeError, 2), (OutputLocationError, OSError, 2), (NoSpaceError, OSError, 1),
 ])
 def test_each_error_is_its_builtin(cls, builtin, code):
     error = cls("x.tif: what was wrong; how to fix it")

@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[type[BaseModel], str, dict[str, Any]]] = {
 }
 # what other validators need beside a sample value
 EXTRAS: dict[str, dict[str, Any]] = {"resampling": {"resample": True}}
+# sample values for the options whose validators want a particular form
+SAMPLES: dict[str, Any] = {"scheduler": "tcp://sample:8786"}
 # flags of today's command line (DESIGN.md, README's CLI table): names are a contract
 TODAYS_FLAGS = {
     "train": "--data --out --model-type --epochs --base-filters --depth --batch-size --learning-rate --loss "
@@ -133,6 +135,8 @@ def _items(annotation: Any) -> list[Any]:
 
 def _sample(option: Option) -> Any:
     """A valid value for the option that differs from its default."""
+    if option.name in SAMPLES:
+        return SAMPLES[option.name]
     if option.choices:
         return next(c for c in option.choices if c != option.default)
     if option.kind is bool:

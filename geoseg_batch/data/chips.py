@@ -83,7 +83,8 @@ def open_chips(path: Path | str, fill_nan: float | None = None) -> ChipCollectio
         return ChipCollection(path, "l4s", groups, default_band_names(index.bands), index.chip_shape, fill_nan)
     raise DataError(
         f"{path}: neither a Landslide4Sense directory (img/image_N.h5, mask/mask_N.h5) "
-        "nor a shard directory (shard_*.h5, index.json)"
+        "nor a shard directory (shard_*.h5, index.json); point --data at one (`geoseg-batch shards pack` "
+        "makes shards)"
     )
 
 

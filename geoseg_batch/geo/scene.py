@@ -1,4 +1,4 @@
-"""Opening a scene: lazily, on the tile grid, with its bands, nodata and scaling checked.
+"""Opening a scene: lazily, on the tile grid, with its bands, nodata, masks and scaling checked.
 
 :func:`open_scene` validates a GeoTIFF/COG against a bundle at the edge (CRS present, bands
 by name or index, band count) and returns a :class:`Scene`: the lazily opened raster
@@ -6,10 +6,17 @@ by name or index, band count) and returns a :class:`Scene`: the lazily opened ra
 ``spatial_ref`` coordinate, as rioxarray keeps it), and the band numbers, per-band
 scale/offset and nodata that turn raw values into model input. Tiles read their own
 windows; integer data stays integer until a window is normalized, in float32.
+
+Masks: a GDAL per-dataset mask (an internal ``.msk`` band) or an alpha band marks pixels as
+nodata, like the nodata value (``Scene.masked``: tiles read the mask of their own window).
+An alpha band (colour interpretation alpha) is never chosen as a data band unless ``bands``
+names it. A scene georeferenced by GCPs only (Sentinel-1 GRD) is read through a warped view
+onto the GCPs' CRS (:func:`gcp_grid`), and its outputs are on that grid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +33,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Resampled:
-    """The grid a resampled scene is read on: same CRS and origin, the bundle's pixel size, and the kernel.
+    """The grid a warped scene is read on, and the kernel: when resampled, the same CRS and origin and
+    the bundle's pixel size; for a GCP scene (``gcp_crs``), the GCPs' CRS and GDAL's suggested grid.
 
     When it downsamples, GDAL's warper widens bilinear and cubic by the scale factor, so each
     output pixel weighs all the input pixels under it (a checkerboard comes out ~0.5), where
@@ -36,6 +44,8 @@ class Resampled:
     shape: tuple[int, int]  # (rows, cols)
     transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f
     method: str = "bilinear"  # a rasterio.enums.Resampling name
+    gcp_crs: str | None = None  # the source is georeferenced by GCPs in this CRS (warped from them)
+    alpha: bool = False  # the view adds an alpha band: the warp's footprint and the source's mask
 
     def warped(self, src: Any, nodata: float | None) -> Any:
         """``src`` (an open rasterio dataset) seen on this grid: a WarpedVRT, read window by window."""
@@ -43,9 +53,24 @@ class Resampled:
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
-        extra = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
+        extra: dict[str, Any] = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
+        if self.gcp_crs is not None:  # GDAL's own grid for the GCPs (rasterio warps from the GCPs only then)
+            return WarpedVRT(src, crs=self.gcp_crs, resampling=Resampling[self.method], add_alpha=self.alpha, **extra)
         return WarpedVRT(src, crs=src.crs, transform=Affine(*self.transform), height=self.shape[0],
-                         width=self.shape[1], resampling=Resampling[self.method], **extra)
+                         width=self.shape[1], resampling=Resampling[self.method], add_alpha=self.alpha, **extra)
+
+
+def gcp_grid(src: Any, method: str = "bilinear") -> Resampled | None:
+    """The grid a scene georeferenced by GCPs only is read on: GDAL's suggested grid in the GCPs' CRS (as
+    ``gdalwarp`` makes it), read with ``method``; None when ``src`` has a CRS or no GCPs."""
+    from rasterio.vrt import WarpedVRT
+
+    gcps, crs = src.gcps
+    if src.crs is not None or not gcps or crs is None:
+        return None
+    with WarpedVRT(src, crs=crs) as view:
+        shape, transform = (view.height, view.width), tuple(view.transform)[:6]
+    return Resampled(shape, transform, method, gcp_crs=crs.to_wkt(), alpha=src.nodata is None)
 
 
 def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> Resampled | None:
@@ -85,7 +110,8 @@ class Scene:
     nodata: float | None
     scales: tuple[float, ...]
     offsets: tuple[float, ...]
-    resampled: Resampled | None = None  # the grid it is read on, when resampled to the bundle's resolution
+    resampled: Resampled | None = None  # the grid it is read on, when warped (resampled, or from GCPs)
+    masked: bool = False  # a GDAL mask (per-dataset mask, alpha band, a warp's footprint) marks nodata too
     cloud: CloudSettings | None = None  # object storage settings, for a scene read from a URL
 
     @property
@@ -103,19 +129,31 @@ class Scene:
 
 
 def _band_choice(path: Location, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
-                 bands: list[str] | list[int] | None) -> tuple[int, ...]:
-    """1-based band numbers to feed the model, in the bundle's band order."""
+                 bands: list[str] | list[int] | None, alpha: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """1-based band numbers to feed the model, in the bundle's band order.
+
+    ``alpha``: the numbers of the file's alpha bands. Without ``bands`` they are never chosen:
+    the other bands are chosen by name when all are named, and a file with an alpha band whose
+    bands are not named is refused (GDAL marks band 4 of any 4-band byte GeoTIFF as alpha, so
+    the band count alone cannot tell RGBA from RGB+NIR).
+    """
     count = len(descriptions)
     if bands is None:
-        named = [d for d in descriptions if d]
-        if len(named) == count and set(metadata.band_names) <= set(named):
-            return tuple(named.index(name) + 1 for name in metadata.band_names)
-        if count != metadata.bands:
+        data = [n for n in range(1, count + 1) if n not in alpha]
+        named = [descriptions[n - 1] for n in data if descriptions[n - 1]]
+        if len(named) == len(data) and set(metadata.band_names) <= set(named):
+            return tuple(data[named.index(name)] for name in metadata.band_names)
+        expected = f"the model expects {metadata.bands} ({', '.join(metadata.band_names)})"
+        if alpha:
+            numbers = ",".join(map(str, alpha))
+            example = f", e.g. --bands {','.join(map(str, data[:metadata.bands]))}" if len(data) >= metadata.bands else ""
             raise DataError(
-                f"{path}: {count} bands, but the model expects {metadata.bands} ({', '.join(metadata.band_names)}); "
-                "pass --bands to choose them by name or number"
-            )
-        return tuple(range(1, count + 1))
+                f"{path}: {count} bands, of which band {numbers} is an alpha band (read as the nodata mask, fed as "
+                f"data only when --bands names it), but {expected}; pass --bands to choose them by name or "
+                f"number{example}")
+        if count != metadata.bands:
+            raise DataError(f"{path}: {count} bands, but {expected}; pass --bands to choose them by name or number")
+        return tuple(data)
     if len(bands) != metadata.bands:
         raise DataError(f"{path}: --bands lists {len(bands)} bands, but the model expects {metadata.bands}")
     chosen = []
@@ -152,7 +190,8 @@ def scene_paths(scenes: list[Location | str], scene_list: Location | str | None 
             matches: list[Location] = expand(entry, cloud) if is_url(entry) else sorted(
                 Path(m) for m in glob.glob(str(entry)))
             if not matches:
-                raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files")
+                raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files; check the folder and the "
+                                         "pattern (relative ones are taken from the current directory)")
             found.extend(matches)
         else:
             found.append(entry)
@@ -177,58 +216,109 @@ def _location(value: Location | str, key: str) -> Location:
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def _require_scene(path: Location, cloud: CloudSettings) -> None:
+def _require_scene(path: Location, cloud: CloudSettings | None) -> None:
     """Raise MissingInputError unless the scene file (or object) exists; ConfigError when the store refuses."""
-    from geoseg_batch.io.remote import object_info
+    from geoseg_batch.io.remote import CloudSettings, object_info
 
     if is_url(path):
         if protocol(path) not in READ_ONLY:  # an HTTP file is checked by GDAL's open
-            object_info(str(path), cloud)
+            object_info(str(path), cloud or CloudSettings.of())
         return
     if not Path(path).exists():
-        raise MissingInputError(f"{path}: no such scene file")
+        raise MissingInputError(f"{path}: no such scene file; check the path (relative paths are taken from the "
+                                 "current directory)")
+
+
+@dataclass(frozen=True)
+class _FileFacts:
+    """What :func:`open_scene` checks in a scene file's header."""
+
+    descriptions: tuple[str | None, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    nodata: float | None
+    alpha: tuple[int, ...]  # 1-based numbers of the alpha bands
+    mask_flags: tuple[Any, ...]  # per band: rasterio MaskFlags
+
+
+def _file_facts(path: Location) -> _FileFacts:
+    """The header facts of the scene at ``path``: raises DataError when unreadable or not georeferenced
+    (no CRS, and no GCPs with a CRS)."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    try:
+        with rasterio.open(gdal_path(path)) as src:
+            gcps, gcp_crs = src.gcps
+            facts = _FileFacts(tuple(src.descriptions), src.scales, src.offsets, src.nodata,
+                               tuple(n for n, c in enumerate(src.colorinterp, 1) if c == ColorInterp.alpha),
+                               tuple(src.mask_flag_enums))
+            crs = src.crs
+    except rasterio.errors.RasterioIOError as exc:
+        reason = str(exc).rstrip(".")
+        raise DataError(f"{path}: not a readable raster (truncated or not a GeoTIFF?): {reason}; check it with "
+                        "`gdalinfo`, and copy or export it again") from None
+    if crs is None and not (gcps and gcp_crs is not None):
+        raise DataError(
+            f"{path}: the scene has no CRS; outputs could not be georeferenced. Assign one first, "
+            "e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`"
+        )
+    return facts
+
+
+def _view(path: Location, metadata: BundleMetadata, nodata: float | None, masked: bool, resample: bool,
+          resampling: str, source_alpha: bool = False) -> Resampled | None:
+    """The warped grid the scene at ``path`` is read on (GCPs, ``resample``), or None: read as it is.
+
+    A masked scene without nodata value is warped with an alpha band (an alpha band of the
+    source becomes the view's own), so its mask survives the warp."""
+    import rasterio
+
+    with rasterio.open(gdal_path(path)) as src:
+        view = gcp_grid(src, resampling)
+        if view is not None:
+            view = dataclasses.replace(view, alpha=nodata is None)
+        if not resample:
+            return view
+        if metadata.resolution_m is None:
+            raise DataError(f"{path}: --resample needs the bundle's training resolution, which it does not record; "
+                            "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
+        if view is not None:
+            raise DataError(f"{path}: --resample of a scene georeferenced by GCPs is not supported; warp it onto "
+                            f"a grid first, e.g. `gdalwarp -r {resampling} {path} {Path(str(path)).stem}_warped.tif`, and "
+                            f"predict that")
+        resampled = resampled_grid(src, metadata.resolution_m, resampling)
+    if resampled is None:
+        return None
+    return dataclasses.replace(resampled, alpha=nodata is None and masked and not source_alpha)
 
 
 def open_scene(path: Location | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
                nodata: float | None = None, resample: bool = False, resampling: str = "bilinear",
                cloud: CloudSettings | None = None) -> Scene:
-    """Open ``path`` (a file or an object-storage URL, read over GDAL's /vsis3/ and kin) lazily, checked against
+    """Open ``path`` (a file, or an object-storage URL read over GDAL's /vsis3/ and kin) lazily, checked against
     the bundle; with ``resample``, on the bundle's resolution (``resampling``: the kernel, a
-    rasterio.enums.Resampling name). ``cloud``: the object storage settings (default: the environment's)."""
+    rasterio.enums.Resampling name); GCP scenes through a warped view. ``cloud``: the object storage
+    settings of a URL (default: the environment's)."""
     import rasterio
     import rioxarray
+    from rasterio.enums import MaskFlags
 
     from geoseg_batch.io.remote import CloudSettings
 
     path = _location(path, "scenes")
-    cloud = cloud or CloudSettings.of()
     if is_url(path):
+        cloud = cloud or CloudSettings.of()
         cloud.apply()
     _require_scene(path, cloud)
-    opened = gdal_path(path)  # what GDAL opens: the path itself, or /vsis3/bucket/key
-    try:
-        with rasterio.open(opened) as src:
-            crs, descriptions = src.crs, tuple(src.descriptions)
-            scales, offsets, file_nodata = src.scales, src.offsets, src.nodata
-    except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"{path}: not a readable raster (truncated or not a GeoTIFF?): {exc}") from None
-    if crs is None:
-        raise DataError(
-            f"{path}: the scene has no CRS; outputs could not be georeferenced. Assign one first, "
-            "e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`"
-        )
-    chosen = _band_choice(path, descriptions, metadata, bands)
-    nodata = nodata if nodata is not None else file_nodata
-    resampled = None
-    if resample:
-        if metadata.resolution_m is None:
-            raise DataError(f"{path}: --resample needs the bundle's training resolution, which it does not record; "
-                            "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
-        with rasterio.open(opened) as src:
-            resampled = resampled_grid(src, metadata.resolution_m, resampling)
-    source: Any = opened
-    if resampled is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
-        source = resampled.warped(rasterio.open(opened), nodata)
+    facts = _file_facts(path)
+    chosen = _band_choice(path, facts.descriptions, metadata, bands, facts.alpha)
+    nodata = nodata if nodata is not None else facts.nodata
+    masked = any(MaskFlags.per_dataset in facts.mask_flags[b - 1] for b in chosen)
+    view = _view(path, metadata, nodata, masked, resample, resampling, bool(facts.alpha))
+    source: Any = gdal_path(path)  # what GDAL opens: the path itself, or /vsis3/bucket/key
+    if view is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
+        source = view.warped(rasterio.open(source), nodata)
     data = rioxarray.open_rasterio(source, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
     data = data.isel(band=[b - 1 for b in chosen])
     return Scene(
@@ -236,9 +326,10 @@ def open_scene(path: Location | str, metadata: BundleMetadata, bands: list[str] 
         data=data,
         band_indexes=chosen,
         nodata=nodata,
-        scales=tuple(float(scales[b - 1]) for b in chosen),
-        offsets=tuple(float(offsets[b - 1]) for b in chosen),
-        resampled=resampled,
+        scales=tuple(float(facts.scales[b - 1]) for b in chosen),
+        offsets=tuple(float(facts.offsets[b - 1]) for b in chosen),
+        resampled=view,
+        masked=masked or (view is not None and view.alpha),
         cloud=cloud if is_url(path) else None,
     )
 

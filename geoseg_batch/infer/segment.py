@@ -57,13 +57,21 @@ class SceneInput:
     offsets: tuple[float, ...]
     dtype: str
     resampled: Resampled | None = None
+    masked: bool = False  # GDAL's mask (per-dataset mask, alpha band, a warp's footprint) marks nodata too
     cloud: CloudSettings | None = None  # object storage settings (no secrets), applied on the worker
 
     @classmethod
     def of(cls, scene: Scene) -> SceneInput:
         """The picklable part of ``scene``."""
         return cls(str(scene.path), scene.band_indexes, scene.nodata, scene.scales, scene.offsets,
-                   str(scene.data.dtype), scene.resampled, scene.cloud)
+                   str(scene.data.dtype), scene.resampled, scene.masked, scene.cloud)
+
+    def read_valid(self, window: Window) -> np.ndarray | None:
+        """(rows, cols) True where GDAL's mask of ``window`` marks pixels valid; None when the scene has no
+        mask (nodata values are checked on the pixels themselves)."""
+        if not self.masked:
+            return None
+        return _open_scenes.dataset(self).read_masks(self.band_indexes[0], window=window.to_rasterio()) != 0
 
     def read_into(self, window: Window, out: np.ndarray) -> None:
         """Read ``window`` (inside the scene) into ``out`` (rows, cols, bands) float32, a view is fine."""
@@ -176,7 +184,7 @@ def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
     The tiles' windows are read as their union, straight into a buffer in the model's
     pixel-major layout that is zero (normalized space) beyond the scene: neighbouring windows
     overlap by twice the halo and share the file's blocks, which a read per window would
-    decode again for each.
+    decode again for each. A masked scene's GDAL mask is read for the same window.
     """
     metadata = predictor_ref.get().metadata
     block = union(*(t.window for t in tiles))
@@ -187,6 +195,10 @@ def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
         in_scene = inside.relative_to(block).slices()
         scene.read_into(inside, buffer[in_scene])
         valid[in_scene] = normalize_in_place(buffer[in_scene], scene, metadata, scene.float_source)
+        masked = scene.read_valid(inside)
+        if masked is not None:  # masked pixels are nodata: 0 (the normalized mean), like nodata values
+            buffer[in_scene][~masked] = 0.0
+            valid[in_scene] &= masked
     return [(buffer[t.window.relative_to(block).slices()], valid[t.window.relative_to(block).slices()])
             for t in tiles]
 

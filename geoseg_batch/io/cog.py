@@ -3,7 +3,9 @@
 Each variable is copied tile by tile into a tiled GeoTIFF (never a whole-scene array in
 memory), which GDAL's COG driver then rewrites with overviews (nearest for class masks,
 average for probabilities) and the COG layout. CRS, transform and nodata come from the
-zarr store's own georeferencing, so they equal the input scene's.
+zarr store's own georeferencing, so they equal the input scene's. uint8 probabilities (0..250)
+carry GDAL's scale/offset (1/250, 0), so readers that apply it (QGIS, ``gdalinfo``, rasterio's
+``scales``) show probabilities 0..1.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg_batch.geo.grid import block_windows
+from geoseg_batch.io.zarr_store import PROBABILITY_SCALE
 
 
 def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) -> Path:
@@ -41,6 +44,8 @@ def write_cog(zarr_path: Path | str, variable: str, dst: Path | str, tile: int) 
             for _, window in block_windows((rows, cols), (tile, tile)):
                 block = np.asarray(array[(...,) + window.slices()])
                 out.write(block.reshape(count, *window.shape), window=window.to_rasterio())
+            if variable == "probabilities" and array.dtype == np.uint8:
+                out.scales, out.offsets = (1 / PROBABILITY_SCALE,) * count, (0.0,) * count
         resampling = "NEAREST" if variable == "mask" else "AVERAGE"
         # DEFLATE level 1: every reader has DEFLATE, and level 1 compresses a 64 Mpx class mask
         # 7x faster than the default 6 (0.4 vs 2.8 s here) into a file ~15 % larger.

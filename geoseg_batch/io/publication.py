@@ -22,16 +22,27 @@ Three ways of publishing, as the jobs have always done:
   checkpoints must survive a crash; the demo and pipelines, whose steps publish their own).
 
 A failure inside the block publishes nothing: ``out`` keeps what it held before.
+
+One run at a time writes to ``out``: entering a publication takes the lease on ``out``
+(:mod:`geoseg_batch.io.lease`, through the storage) and leaving it releases the lease, however
+the block ends. A runner that must refuse a second run before its expensive preparation
+(hashing, starting a cluster) takes the lease itself first, with :func:`output_lease`, and
+hands it in (``lease=``). With ``wait``, a run that waited for another one can ask
+:meth:`Publication.finished` whether ``out`` now holds its own results (same run key, which
+the manifest's summary records as ``run_key``) and do nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from geoseg_batch.io.lease import WAIT_TIMEOUT_S, Lease
+from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publish import MANIFEST_NAME, json_text, manifest_payload
 from geoseg_batch.io.state import STATE_NAME, RunState
 from geoseg_batch.io.storage import LocalStorage, Storage
@@ -43,11 +54,20 @@ VERSIONS_KEPT = 3
 """Versions of an incremental output kept (the current one included)."""
 
 
+def output_lease(out: Path | str, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S,
+                 storage: Storage | None = None) -> Lease:
+    """The lease on ``out`` (a context manager releasing it), taken through ``storage`` (default: local); an
+    OSError of the location (read-only, under a file) comes out as one line."""
+    with translated_os_errors(out):
+        return (storage or LocalStorage()).acquire_lease(Path(out), wait, wait_timeout_s)
+
+
 class Publication:
     """The staging of one run's results and their publication on exit (see the module docstring)."""
 
     def __init__(self, out: Path | str, key: str | None = None, *, incremental: bool = False,
-                 overwrite: bool = False, direct: bool = False, storage: Storage | None = None) -> None:
+                 overwrite: bool = False, direct: bool = False, storage: Storage | None = None,
+                 lease: Lease | None = None, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S) -> None:
         if incremental and (direct or key is None):
             raise ValueError(f"an incremental publication needs a key and a stage (received key={key!r}, "
                              f"direct={direct}); pass the run's key and direct=False")
@@ -59,21 +79,60 @@ class Publication:
         self.storage: Storage = storage or LocalStorage()
         self.stage: Path = self.out
         self.previous: Path | None = None
+        self.lease = lease
+        self.wait, self.wait_timeout_s = wait, wait_timeout_s
         self._open = contextlib.ExitStack()
         self._state: RunState | None = None
 
     def __enter__(self) -> Publication:
+        try:
+            with translated_os_errors(self.out):
+                self._open_stage()
+        except BaseException:
+            self._open.close()  # the lease, if this publication took it
+            raise
+        return self
+
+    def _open_stage(self) -> None:
+        """Take the lease (unless handed one) and open the staging place of the publication's kind."""
+        if self.lease is None:
+            self.lease = self._open.enter_context(output_lease(self.out, self.wait, self.wait_timeout_s,
+                                                               self.storage))
         if self.incremental:
             assert self.key is not None
             self.stage, self.previous = self._open.enter_context(
                 self.storage.versioned(self.out, self.key, VERSIONS_KEPT, self.overwrite))
         elif not self.direct:
             self.stage = self._open.enter_context(self.storage.staged(self.out, self.overwrite, self.key))
-        return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> bool:
-        return bool(self._open.__exit__(kind, error, trace))
+        if kind is None and self.lease is not None:
+            try:
+                self.lease.confirm()  # a run that lost its lease publishes nothing
+            except BaseException as lost:
+                if not self._open.__exit__(type(lost), lost, lost.__traceback__):
+                    raise
+                return False
+        with translated_os_errors(self.out):  # the block's OSErrors too: they come from writing the results
+            if self._open.__exit__(kind, error, trace):
+                return True
+            if isinstance(error, OSError):
+                raise error
+            return False
+
+    def finished(self) -> dict[str, Any] | None:
+        """The manifest ``out`` holds when it records this publication's run key (the same job on the same
+        inputs, published); None otherwise."""
+        path = self.out / MANIFEST_NAME
+        if self.key is None or not self.storage.exists(path):
+            return None
+        try:
+            payload = json.loads(self.storage.read_text(path))
+        except (OSError, ValueError):
+            return None
+        return payload if isinstance(payload, dict) and payload.get("summary", {}).get("run_key") == self.key \
+            else None
 
     @property
     def previous_state(self) -> RunState:
@@ -116,6 +175,7 @@ class Publication:
     def write_manifest(self, *, command: str, outputs: list[dict[str, Any]], summary: Mapping[str, Any],
                        config: Mapping[str, Any], inputs: Mapping[str, str]) -> Path:
         """Write ``manifest.json`` into the stage; returns the path it is published at."""
-        payload = manifest_payload(command=command, outputs=outputs, summary=summary, config=config, inputs=inputs)
+        recorded = {**summary, "run_key": self.key} if self.key is not None else summary
+        payload = manifest_payload(command=command, outputs=outputs, summary=recorded, config=config, inputs=inputs)
         self.storage.write_text(self.stage / MANIFEST_NAME, json_text(payload))
         return self.published(MANIFEST_NAME)

@@ -2,7 +2,9 @@
 
 Results appear atomically: a file is written under a temporary name in its final
 directory and renamed into place; a directory is built as a hidden sibling and
-renamed at the end, so a failed run leaves nothing where results are published.
+renamed at the end, so a failed run leaves nothing where results are published; an output
+replaced by a new one is exchanged with it in one step (:mod:`geoseg_batch.io.swap`), so there is
+no moment without a complete output.
 
 Every command that produces results writes ``manifest.json`` in its output directory:
 ``outputs`` (one entry per result with its paths), ``summary`` (figures such as
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.errors import OutputExistsError
+from geoseg_batch.io.swap import recover_leftovers, replace_tree
 
 MANIFEST_NAME = "manifest.json"
 
@@ -85,6 +88,7 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
     (such as completion records) are dropped when it is published.
     """
     out = Path(out)
+    recover_leftovers(out)
     require_free(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.staging-{resume_key or secrets.token_hex(6)}"
@@ -93,9 +97,7 @@ def staged_directory(out: Path | str, overwrite: bool = False, resume_key: str |
     try:
         yield stage
         _drop_hidden(stage)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
+        replace_tree(stage, out)  # the old output (if any) and the new one exchanged in one step
         published = True
     finally:
         if not published and stage.exists() and (resume_key is None or not _has_records(stage)):
@@ -128,14 +130,13 @@ def versioned_directory(out: Path | str, resume_key: str, keep: int = 3, overwri
     kept for a re-run to resume.
     """
     out = Path(out)
+    recover_leftovers(out)
     versions_dir = out.parent / f".{out.name}.versions"
-    if out.exists() and not out.is_symlink():
-        if any(out.iterdir()) and not overwrite:
-            raise OutputExistsError(
-                f"{out}: holds results that are not versioned (an earlier run without incremental); "
-                "choose another out or pass --overwrite to replace it"
-            )
-        shutil.rmtree(out)
+    if out.exists() and not out.is_symlink() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{out}: holds results that are not versioned (an earlier run without incremental); "
+            "choose another out or pass --overwrite to replace it"
+        )
     previous = out.resolve() if out.is_symlink() and out.resolve().is_dir() else None
     versions_dir.mkdir(parents=True, exist_ok=True)
     stage = versions_dir / f".staging-{resume_key}"
@@ -147,7 +148,10 @@ def versioned_directory(out: Path | str, resume_key: str, keep: int = 3, overwri
     os.replace(stage, version)
     link = out.parent / f".{out.name}.link-{secrets.token_hex(4)}"
     os.symlink(os.path.relpath(version, out.parent), link)
-    os.replace(link, out)  # rename(2) over the old link: the atomic swap
+    if out.is_symlink() or not out.exists():
+        os.replace(link, out)  # rename(2) over the old link: the atomic swap
+    else:
+        replace_tree(link, out)  # unversioned results (--overwrite): exchanged with the link in one step
     older = sorted(p for p in versions_dir.iterdir() if not p.name.startswith(".") and p != version)
     for old in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)

@@ -4,9 +4,10 @@ Publishing (:mod:`geoseg_batch.io.publication`) reads and writes through a ``Sto
 and never calls the filesystem itself, so a second kind of storage (S3-compatible
 object storage) can be added beside :class:`LocalStorage` without touching the job
 runners. A storage offers what publishing needs: read, write atomically, list, remove,
-copy unchanged results from the previous version, and the two ways of making a new
+copy unchanged results from the previous version, the two ways of making a new
 result appear in one step (a staged directory renamed into place, or a new version
-behind a pointer).
+behind a pointer), and the lease that keeps a second run out of an output while one
+writes there (:mod:`geoseg_batch.io.lease`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from geoseg_batch.io.lease import Lease, acquire_lease
 from geoseg_batch.io.publish import atomic_path, link_tree, staged_directory, versioned_directory
 
 
@@ -59,6 +61,10 @@ class Storage(Protocol):
                   ) -> AbstractContextManager[tuple[Path, Path | None]]:
         """(staging place, previous version or None); on success the staging place becomes the version
         ``out`` points to (see :func:`versioned_directory`)."""
+
+    def acquire_lease(self, out: Path, wait: bool, wait_timeout_s: float) -> Lease:
+        """The lease on output location ``out`` for this run (OutputLockedError while another run holds it;
+        with ``wait``, after waiting at most ``wait_timeout_s`` for it)."""
 
 
 class LocalStorage:
@@ -117,3 +123,7 @@ class LocalStorage:
         """:func:`~geoseg_batch.io.publish.versioned_directory`: versions behind a swapped symbolic link."""
         return versioned_directory(out, resume_key, keep=keep, overwrite=overwrite)
 
+    def acquire_lease(self, out: Path, wait: bool, wait_timeout_s: float) -> Lease:
+        """:func:`~geoseg_batch.io.lease.acquire_lease`: the lock file ``.NAME.lock`` beside ``out``, created
+        exclusively and renewed by a heartbeat."""
+        return acquire_lease(out, wait=wait, wait_timeout_s=wait_timeout_s)

@@ -9,6 +9,8 @@ It reads back two ways: ``xr.open_zarr(path)`` with ``.rio.crs`` / ``.rio.transf
 (``spatial_ref`` comes back as a coordinate), and GDAL (``ZARR:"path":/mask``), which takes
 the CRS from the ``_CRS`` attribute and the geotransform from the regular x/y arrays.
 Zarr format 2 by default: GDAL up to 3.10 (and so rasterio's wheels) cannot read v3.
+GDAL also sees no geotransform for a rotated grid (no 1-D x/y coordinates: rioxarray reads
+spatial_ref's ``GeoTransform``) nor for an axis one pixel long (:func:`gdal_georeferencing`).
 
 Completion: after a tile's chunks are written, an empty record file named after the tile
 is created in the target's ``done_dir`` (beside the store, not in it); a re-run of the same
@@ -80,6 +82,28 @@ def encoded_probabilities(probabilities: np.ndarray, valid: np.ndarray, binary: 
     return np.where(valid, scaled, np.uint8(PROBABILITY_NODATA_UINT8))
 
 
+def rotated(affine: Any) -> bool:
+    """Whether ``affine`` rotates or shears (its grid has no 1-D x/y coordinates)."""
+    return bool(affine.b or affine.d)
+
+
+def gdal_georeferencing(geobox: Any, zarr_format: int = 2) -> str:
+    """Which readers see the georeferencing of a store on ``geobox``: "GDAL and rioxarray", or why GDAL
+    (3.6 .. 3.10, as tested) does not; the COGs carry it for every grid.
+
+    GDAL's Zarr driver takes the CRS from ``_CRS`` and derives the geotransform from regular 1-D
+    x/y coordinates: not for a rotated grid (rioxarray reads spatial_ref's ``GeoTransform``),
+    nor from an axis one pixel long; and it does not open zarr-python's format 3 stores.
+    """
+    if zarr_format == 3:
+        return "rioxarray only: GDAL (up to 3.10) does not open zarr format 3 stores; the COGs carry it"
+    if rotated(geobox.affine):
+        return "rioxarray only: GDAL derives geotransforms from x/y coordinates, which a rotated grid has not"
+    if min(geobox.shape) < 2:
+        return "rioxarray only: GDAL cannot derive a pixel size from an axis one pixel long"
+    return "GDAL and rioxarray"
+
+
 def create_store(path: Path, geobox: Any, tile: int, class_names: tuple[str, ...], threshold: float | None,
                  float_output: bool = False, zarr_format: int = 2, done_dir: Path | None = None) -> ZarrTarget:
     """Create the store's metadata and coordinates on ``geobox`` (an odc-geo ``GeoBox``: shape, affine,
@@ -112,7 +136,8 @@ def create_store(path: Path, geobox: Any, tile: int, class_names: tuple[str, ...
             "probabilities": (("band", "y", "x"), da.full((len(names), rows, cols), probability_fill,
                                                           dtype=probability_dtype, chunks=(len(names), tile, tile))),
         },
-        coords={**affine_to_coords(geobox.affine, cols, rows), "band": names},
+        # A rotated grid has no 1-D x/y coordinates: rioxarray then reads spatial_ref's GeoTransform.
+        coords={**({} if rotated(geobox.affine) else affine_to_coords(geobox.affine, cols, rows)), "band": names},
     )
     crs = CRS.from_user_input(str(geobox.crs))  # odc-geo keeps the CRS as it was given (EPSG code or WKT)
     dataset = dataset.rio.write_crs(crs).rio.write_transform(geobox.affine)

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import MosaicJob, resolved
 from geoseg_batch.errors import ConfigError
-from geoseg_batch.io.publication import Publication
+from geoseg_batch.io.oserrors import translated_os_errors
+from geoseg_batch.io.publication import Publication, output_lease
 from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest
 from geoseg_batch.io.state import STATE_NAME, RunState
-from geoseg_batch.runs.result import JobResult
+from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.settings import job_settings
 
 if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
@@ -72,18 +73,34 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
 
     ``incremental``: the previous version's chunks are kept (hard links) and only the chunks
     touched by scenes that are new, changed or gone since then are recomputed (all of them
-    when the target grid changed); the new version is published atomically.
+    when the target grid changed); the new version is published atomically. ``out`` is locked for the
+    run: another run writing there is refused at once, or with ``wait`` waited for (and nothing done
+    if it published this job's results).
     """
-    from geoseg_batch.geo.mosaic import chunks_touched, mosaic_grid
+    from geoseg_batch.geo.mosaic import mosaic_grid
 
     started = time.perf_counter()
     stores = prediction_stores(job.predictions)
-    paths = [store for store, _ in stores.values()]
-    grid = mosaic_grid(paths, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
+    grid = mosaic_grid([store for store, _ in stores.values()], crs=job.crs, resolution=job.resolution,
+                       bounds=job.bounds, chunk=job.chunk)
     keys = {stem: key for stem, (_, key) in stores.items()}
     out = Path(job.out)
     key = config_digest(job_settings(job, predictions=[]), keys)
-    with Publication(out, key, incremental=job.incremental, overwrite=job.overwrite) as publication:
+    with translated_os_errors(out), output_lease(out, job.wait, job.wait_timeout_s) as lease:
+        publication = Publication(out, key, incremental=job.incremental, overwrite=job.overwrite, lease=lease)
+        if job.wait and (done := publication.finished()) is not None:
+            return finished_result("mosaic", out, done)
+        return _publish(job, stores, grid, publication, client, started)
+
+
+def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGrid, publication: Publication,
+             client: Any | None, started: float) -> JobResult:
+    """Build the mosaic of ``stores`` on ``grid`` in the publication's stage and publish it; the job's result."""
+    from geoseg_batch.geo.mosaic import chunks_touched
+
+    out, paths = publication.out, [store for store, _ in stores.values()]
+    keys = {stem: key for stem, (_, key) in stores.items()}
+    with publication:
         footprints = {stem: chunks_touched(grid, [store]) for stem, (store, _) in stores.items()}
         chunks = (publication.previous_state.chunks_to_rewrite(grid_record(grid), keys, footprints)
                   if publication.has_previous(MOSAIC_STORE) else None)

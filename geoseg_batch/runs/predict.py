@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob, resolved
-from geoseg_batch.io.publication import Publication
+from geoseg_batch.io.oserrors import translated_os_errors
+from geoseg_batch.io.publication import Publication, output_lease
 from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.urls import gdal_path, is_url, location
 from geoseg_batch.io.state import RunState
-from geoseg_batch.runs.result import JobResult
+from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
     COG_VARIABLES, ModelSession, ScenePlan, hashed_inputs, keyed, model_session, plan_scenes, run_key, scene_keys,
 )
@@ -33,26 +34,34 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
 
     Everything is validated (bundle, scenes, tile size, output path) before a cluster is
-    started or a file written. Resumable: the staging directory is named after the job's
+    started or a file written; then ``out`` is locked for the run (another run writing there:
+    refused at once, or with ``wait`` waited for, and nothing done if it published this job's
+    results). Resumable: the staging directory is named after the job's
     settings and input checksums and records finished tiles, so re-running a killed job
     computes only the rest. ``incremental``: scenes whose content and settings are unchanged
     since the last run keep their outputs (hard links), only the others are predicted, and
     ``out`` switches to the new version in one atomic step.
     """
+    from geoseg_batch.geo.plausibility import scene_checks
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
     metadata = read_metadata(job.model)
     plans = plan_scenes(job, metadata)
+    plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     out = Path(job.out)
-    with contextlib.ExitStack() as running:
+    with translated_os_errors(out), contextlib.ExitStack() as running:
+        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
         plans = keyed(plans, job, model_checksum, sums)
-        with (Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite)
-              as publication, PeakMemory() as memory):
+        publication = Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite,
+                                  lease=lease)
+        if job.wait and (done := publication.finished()) is not None:
+            return finished_result("predict", out, done)
+        with publication, PeakMemory() as memory:
             reused = publication.previous_state.reusable_scenes(scene_keys(plans))
             for plan in plans:
                 for name in plan.outputs().values() if plan.stem in reused else ():
@@ -61,7 +70,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
-                       **_predict_scenes(job, metadata, todo, publication, session, memory)}
+                       **_predict_scenes(job, metadata, todo, publication, session, memory),
+                       "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
@@ -69,6 +79,13 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
+    """{stem: which readers see its zarr store's georeferencing} (the COGs carry it for every grid)."""
+    from geoseg_batch.io.zarr_store import gdal_georeferencing
+
+    return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:

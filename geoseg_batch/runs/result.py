@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from geoseg_batch.io.publish import MANIFEST_NAME
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,14 @@ class JobResult:
     manifest: Path
     outputs: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def finished_result(kind: str, out: Path, manifest: dict[str, Any]) -> JobResult:
+    """The result of a ``kind`` job whose results ``out`` already holds (``manifest``, recording the same run
+    key): nothing was done; logged as such."""
+    log.info("%s: %s already holds this job's results (same settings and inputs, published by the run waited "
+             "for): nothing to do", kind, out)
+    return JobResult(kind, out, out / MANIFEST_NAME, manifest["outputs"], {**manifest["summary"], "already_done": True})
 
 
 def write_report(out: Path, title: str, summary: dict[str, Any], config: dict[str, Any],

@@ -141,12 +141,12 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
 def hashed_inputs(job: PredictJob, paths: list[Location], model_digest: str, client: Any | None,
                   running: contextlib.ExitStack) -> tuple[dict[str, str], ModelSession | None]:
     """Checksums of the scenes (object storage: ETag and size, see :func:`~geoseg_batch.io.publish.checksums`),
-    and (unless ``job.incremental``) the model session on ``running``, started while the scenes are hashed
-    (hashlib and file reads release the GIL)."""
+    and (unless ``job.incremental`` or ``job.wait``) the model session on ``running``, started while the
+    scenes are hashed (hashlib and file reads release the GIL)."""
     from geoseg_batch.io.remote import CloudSettings
 
     cloud = CloudSettings.of(job.storage)
-    if job.incremental:  # unchanged scenes are reused: start nothing before knowing which
+    if job.incremental or job.wait:  # unchanged scenes (or all: the run waited for) are reused: start nothing
         return checksums(paths, cloud), None
     require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
     with concurrent.futures.ThreadPoolExecutor(1) as hasher:
