@@ -251,11 +251,11 @@ class PredictJob(Spec):
                                                  "new or changed scenes; publish a new version of out atomically")
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
+    storage: StorageSpec = StorageSpec()
     overwrite: bool = False
     wait: bool = Field(False, description=WAIT_HELP)
     wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
-    storage: StorageSpec = StorageSpec()
 
     _scene_locations = field_validator("scenes", "scene_list", mode="before")(_locations)
 
