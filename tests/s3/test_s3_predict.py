@@ -182,3 +182,14 @@ def test_a_window_reads_a_fraction_of_the_object(tmp_path, s3_env, bundle):
         np.testing.assert_array_equal(out, np.moveaxis(src.read(window=((512, 768), (512, 768))), 0, -1))
     fetched, size = s3_env.served("big/big.tif") - before, big.stat().st_size
     assert 0 < fetched < 0.1 * size, (fetched, size)
+
+
+def test_a_scene_list_in_the_bucket_names_scenes_relative_to_it(tmp_path, s3_env):
+    from geoseg_batch.geo.scene import scene_paths
+    from geoseg_batch.io.remote import CloudSettings
+
+    listing = tmp_path / "night.txt"
+    listing.write_text("# tonight\n../incoming/a.tif\ns3://other/b.tif\n\n")
+    url = s3_env.upload(listing, "lists/night.txt")
+    found = scene_paths([f"s3://{s3_env.bucket}/incoming/c.tif"], url, CloudSettings.of())
+    assert found == [f"s3://{s3_env.bucket}/incoming/c.tif", f"s3://{s3_env.bucket}/incoming/a.tif", "s3://other/b.tif"]
