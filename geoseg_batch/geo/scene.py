@@ -25,6 +25,7 @@ import numpy as np
 
 from geoseg_batch.errors import ConfigError, DataError, MissingInputError
 from geoseg_batch.io.urls import READ_ONLY, Location, gdal_path, is_url, location, protocol, sibling
+from geoseg_batch.io.urls import stem as url_stem
 from geoseg_batch.model.bundle import BundleMetadata
 
 if TYPE_CHECKING:
@@ -285,8 +286,8 @@ def _view(path: Location, metadata: BundleMetadata, nodata: float | None, masked
                             "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
         if view is not None:
             raise DataError(f"{path}: --resample of a scene georeferenced by GCPs is not supported; warp it onto "
-                            f"a grid first, e.g. `gdalwarp -r {resampling} {path} {Path(str(path)).stem}_warped.tif`, and "
-                            f"predict that")
+                            f"a grid first, e.g. `gdalwarp -r {resampling} {path} {url_stem(path)}_warped.tif`, "
+                            f"and predict that")
         resampled = resampled_grid(src, metadata.resolution_m, resampling)
     if resampled is None:
         return None
