@@ -47,6 +47,24 @@ GDAL_BASE = {
 :mod:`geoseg_batch.infer.segment`."""
 
 
+AWS_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                   "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_REGION",
+                   "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED",
+                   "AWS_NO_SIGN_REQUEST", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CA_BUNDLE")
+"""The environment variables of the standard AWS chain that GDAL and botocore read."""
+
+
+def local_worker_environment() -> dict[str, str]:
+    """The AWS chain's variables of this process's environment, as set now, for the embedded cluster's workers.
+
+    Those are local processes of this user, forked from a server started with the first
+    cluster: without this they would see the environment of that moment, not today's
+    credentials. Handed to the local Nanny that starts them, never to a task, a graph or a
+    remote worker (which reads its own environment or profile).
+    """
+    return {name: os.environ[name] for name in AWS_ENVIRONMENT if name in os.environ}
+
+
 @dataclass(frozen=True)
 class CloudSettings:
     """Where object storage answers and how requests are signed: plain data, no secrets."""
