@@ -299,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"{PROG}: error: {exc}{logs.log_pointer(log_path)}", file=sys.stderr)
             return exc.exit_code
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as exc:  # a run's RunInterrupted says what is saved and that a re-run resumes
+            print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)
             return 130
         except Exception as exc:  # the promise is one line, not a traceback
             if args.debug:

@@ -23,9 +23,12 @@ import importlib.util
 import ipaddress
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from geoseg_batch.config import ClusterSpec
 from geoseg_batch.errors import ConfigError, GeosegError
@@ -42,9 +45,61 @@ DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 class ClusterUnreachableError(GeosegError, ConnectionError):
-    """The scheduler address did not answer in time. Exit code 2 (the address is input)."""
+    """The scheduler address did not answer as a Dask scheduler in time. Exit code 2: the address is the
+    user's input (a wrong host or port, a service that is not a scheduler, a scheduler not started)."""
 
     exit_code = 2
+
+
+SCHEDULER_FORM = "tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+"""The form of a scheduler address, as error messages name it."""
+
+
+def check_scheduler(address: str, timeout_s: float) -> None:
+    """Return once a Dask scheduler at ``address`` answered (connection, handshake and an ``identity`` call)
+    within ``timeout_s`` in all; else a one-line :class:`ClusterUnreachableError` (ClusterSpec has checked the
+    address's form). ``distributed.Client`` bounds only the connection: a listener that accepts
+    it and says nothing would keep it waiting forever."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect as open_comm
+
+    async def identity() -> Any:
+        comm = await open_comm(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # its own event loop, whatever this thread runs
+        try:
+            reply = pool.submit(asyncio.run, asyncio.wait_for(identity(), timeout_s)).result()
+        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise ClusterUnreachableError(
+                f"scheduler {address} did not answer within {timeout_s:g} s ({type(exc).__name__}): nothing "
+                "listens there, or it is not a Dask scheduler; check the address (expected "
+                f"{SCHEDULER_FORM}; schedulers listen on 8786 by default) and that `dask scheduler` is running "
+                "there, or drop --scheduler to use a local cluster") from None
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind != "Scheduler":
+        raise ClusterUnreachableError(f"{address} answers as a Dask {kind or 'service'}, not a scheduler; give "
+                                      f"the scheduler's address (expected {SCHEDULER_FORM})")
+
+
+class IgnoreInterrupts(WorkerPlugin):
+    """A worker plugin for the workers of an embedded cluster: Ctrl-C (SIGINT, sent by a terminal to every
+    process of the job) is left to the client, which closes them, instead of each printing a traceback."""
+
+    name = "geoseg-ignore-interrupts"
+
+    def setup(self, worker: Any) -> None:
+        """Ignore SIGINT in the worker's process (its main thread runs the worker's event loop)."""
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -60,6 +115,7 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
 
     spec = spec or ClusterSpec()
     if spec.scheduler:
+        check_scheduler(spec.scheduler, spec.timeout_s)
         try:
             client = Client(spec.scheduler, timeout=f"{spec.timeout_s}s")
         except (OSError, TimeoutError) as exc:
@@ -91,6 +147,7 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
             cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True,
                                    env=local_worker_environment(), **options)
     with cluster, Client(cluster) as client:
+        client.register_plugin(IgnoreInterrupts())  # Ctrl-C: one line from the client, no worker tracebacks
         _announce_embedded(client, cluster, dashboard_address)
         yield client
 

@@ -34,6 +34,10 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+"""The schemes of Dask's comms (distributed.comm.registry's backends)."""
+
+
 class ClusterSpec(Spec):
     """Where Dask work runs: an existing scheduler, or an embedded LocalCluster."""
 
@@ -43,7 +47,9 @@ class ClusterSpec(Spec):
                                 json_schema_extra={"metavar": "N", "exclusive": "target"})
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str | None = Field(None, description="per worker, e.g. '4GiB'")
-    timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler")
+    timeout_s: float = Field(15.0, gt=0, description="how long to wait for a scheduler (connection and handshake)")
+    no_worker_timeout_s: float = Field(60.0, gt=0, description="fail the run when the cluster has had no live "
+                                                               "worker for this long (a re-run resumes)")
     gpus: int | None = Field(None, ge=0, description="embedded cluster: one worker per GPU (dask-cuda's "
                                                      "LocalCUDACluster, resources GPU=1); default: every visible "
                                                      "GPU when dask-cuda is installed, 0 for CPU only")
@@ -56,13 +62,16 @@ class ClusterSpec(Spec):
     @field_validator("scheduler")
     @classmethod
     def _an_address(cls, value: str | None) -> str | None:
-        """A scheduler address is [PROTOCOL://]HOST:PORT (inproc:// addresses as they are)."""
+        """A scheduler address is [SCHEME://]HOST:PORT, SCHEME one Dask speaks (inproc:// addresses as they are)."""
         if value is None or value.startswith("inproc://"):
             return value
-        host, _, port = value.split("://", 1)[-1].rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"{value!r} is not a scheduler address; give tcp://HOST:PORT (what `dask scheduler` "
-                             "prints), or drop --scheduler to use a local cluster")
+        scheme, _, location = value.rpartition("://")
+        host, _, port = location.rpartition(":")
+        reason = (f"unknown scheme {scheme!r}" if scheme and scheme not in SCHEDULER_SCHEMES else
+                  "no host" if not host else None if port.isdigit() and int(port) <= 65535 else f"port {port!r}")
+        if reason is not None:
+            raise ValueError(f"{value!r} is not a scheduler address ({reason}); give tcp://HOST:PORT (what "
+                             "`dask scheduler` prints), or drop --scheduler to use a local cluster")
         return value
 
     @model_validator(mode="after")
@@ -216,7 +225,18 @@ class EvaluateJob(Spec):
     cluster: ClusterSpec = ClusterSpec()
 
 
-class PredictJob(Spec):
+class StoreOutputs(Spec):
+    """What the jobs that write zarr stores and COGs into ``out`` (predict, mosaic) share: formats, and how
+    they publish (overwrite; wait for another run writing there)."""
+
+    zarr_format: Literal[2, 3] = 2
+    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
+    overwrite: bool = False
+    wait: bool = Field(False, description=WAIT_HELP)
+    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
+
+
+class PredictJob(StoreOutputs):
     """Segment scenes tile by tile on Dask; zarr + COGs per scene."""
 
     kind: Literal["predict"] = "predict"
@@ -242,8 +262,6 @@ class PredictJob(Spec):
     precision: Precision = Field("float32", description=PRECISION_HELP)
     float_output: bool = Field(False, description="float32 probabilities instead of uint8 0..250",
                                json_schema_extra={"flag": "--float"})
-    zarr_format: Literal[2, 3] = 2
-    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     polygons: bool = Field(False, description="also a GeoPackage of the mask's regions (one feature per connected "
                                               "region, with its area and mean probability)")
     gpu: bool | None = Field(None, description="model tasks need resources GPU=1 (default: when a worker has one)")
@@ -252,9 +270,6 @@ class PredictJob(Spec):
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
     storage: StorageSpec = StorageSpec()
-    overwrite: bool = False
-    wait: bool = Field(False, description=WAIT_HELP)
-    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
     _scene_locations = field_validator("scenes", "scene_list", mode="before")(_locations)
@@ -276,7 +291,7 @@ class PredictJob(Spec):
 MergeRule = Literal["max", "first", "mean"]
 
 
-class MosaicJob(Spec):
+class MosaicJob(StoreOutputs):
     """Many scenes' predictions onto one target grid: zarr + COGs."""
 
     kind: Literal["mosaic"] = "mosaic"
@@ -292,13 +307,8 @@ class MosaicJob(Spec):
     merge: MergeRule = Field("max", description="max: most confident scene; first: first scene given; "
                                                 "mean: weighted by distance to each scene's edge")
     chunk: int = Field(512, ge=16, description="mosaic chunk (and COG block) size in pixels")
-    zarr_format: Literal[2, 3] = 2
-    cog: bool = Field(True, description="mask and probability COGs beside the zarr store (--no-cog: zarr only)")
     incremental: bool = Field(False, description="rewrite only the chunks touched by scenes that are new, changed "
                                                  "or gone since the last run; publish atomically")
-    overwrite: bool = False
-    wait: bool = Field(False, description=WAIT_HELP)
-    wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     cluster: ClusterSpec = ClusterSpec()
 
 

@@ -204,9 +204,9 @@ def track(futures: Sequence[Any], progress: TileProgress | None = None,
     """Results of Dask ``futures`` as they complete, returned in the order given.
 
     For each completed future, ``pixels_of(result)`` gives ``(tiles, megapixels)`` to add to
-    ``progress`` (default: one tile, no megapixels). A failed future raises its exception
-    (the other futures are left running; cancel them if needed). The same future may appear
-    more than once.
+    ``progress`` (default: one tile, no megapixels). A failed future raises its exception, a
+    cancelled one its CancelledError (the other futures are left running; cancel them if
+    needed). The same future may appear more than once.
     """
     from distributed import as_completed
 
@@ -219,6 +219,8 @@ def track(futures: Sequence[Any], progress: TileProgress | None = None,
         positions[future.key].append(i)
     results: list[Any] = [None] * len(futures)
     for future, result in as_completed(unique, with_results=True):
+        if future.status == "cancelled":  # e.g. the scheduler was lost: the result is the CancelledError
+            raise result if isinstance(result, BaseException) else future.exception()
         for i in positions[future.key]:
             results[i] = result
         if progress is not None:

@@ -764,7 +764,31 @@ CLUSTER = [
 #    scheduler killed mid-run, the only worker killed mid-run (in_subprocess=True, within_s=the bound: the run is
 #    killed with its process group past it), Ctrl-C saying how many tiles are safe and that the same command
 #    resumes (staging_kept=True where the re-run resumes; code 130).
-HANGS: list[Case] = []
+
+
+def _silent_listener(w: World) -> str:
+    """A TCP listener on 127.0.0.1 that accepts and never says a word (not a Dask scheduler); its address."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    w.finally_(lambda: [sock.close() for sock in (*accepted, server)])
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _listener_not_a_scheduler(w: World) -> Prepared:
+    scene, address = w.scene(w.tmp / "in" / "s1.tif"), _silent_listener(w)
+    return Prepared(w.predict(scene, "--scheduler", address, "--timeout-s", "2"),
+                    (lit(address), "did not answer within 2 s", "not a Dask scheduler", "check the address"),
+                    w.tmp / "out")
+
+
+HANGS = [
+    Case("predict-listener-not-a-scheduler", "hang", 2, _listener_not_a_scheduler, within_s=15),
+]
 
 
 # --------------------------------------------------------------------------- silent wrong results, sizes
@@ -772,10 +796,97 @@ HANGS: list[Case] = []
 # -- hook: masks (wt/masks): alpha band / GDAL mask read as nodata, out-of-distribution scene with --strict
 #    refused, an all-nodata scene reported, GCP-georeferenced scenes (read warped, or refused with the gdalwarp
 #    line).
-MASKS: list[Case] = []
+
+
+def _canonical_again(w: World, scene: Path) -> Callable[[], None]:
+    """The fix of a bad scene: the canonical scene written over it."""
+    return lambda: (scene.unlink(), w.scene(scene))
+
+
+def _implausible_strict(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    profile.update(dtype="uint16")
+    with rasterio.open(scene, "w", **profile) as dst:  # "uint16 reflectances" into a model trained on 1..254
+        dst.write(data.astype("uint16") * 100)
+    return Prepared(w.predict(scene, "--strict"), (lit(scene), r"band b\d", "median", "refused by --strict",
+                                                   "drop --strict"), w.tmp / "out",
+                    fix=_canonical_again(w, scene), clean="predict")
+
+
+def _all_nodata_strict(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif", nodata=0)
+    with rasterio.open(scene, "r+") as dst:
+        dst.write(np.zeros((dst.count, dst.height, dst.width), dst.dtypes[0]))
+    return Prepared(w.predict(scene, "--strict"), (lit(scene), "every pixel is nodata", "refused by --strict"),
+                    w.tmp / "out", fix=_canonical_again(w, scene), clean="predict")
+
+
+def _alpha_band_not_data(w: World) -> Prepared:
+    from rasterio.enums import ColorInterp
+
+    scene = w.scene(w.tmp / "in" / "s1.tif", bands=4, named=False)
+    with rasterio.open(scene, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return Prepared(w.predict(scene), (lit(scene), "band 4 is an alpha band", "--bands 1,2,3"), w.tmp / "out",
+                    fix=_canonical_again(w, scene), clean="predict")
+
+
+MASKS = [
+    Case("predict-implausible-values-strict", "plausibility", 2, _implausible_strict, alone=False),  # warned first
+    Case("predict-all-nodata-strict", "plausibility", 2, _all_nodata_strict, alone=False),
+    Case("predict-alpha-band-is-not-data", "masks", 2, _alpha_band_not_data),
+]
 # -- hook: preflight sizes (wt/preflight): mosaic --resolution, --tile, --batch-size, --bounds too big: refused
 #    within 2 s (within_s=2), naming the argument and a value that fits.
-SIZES: list[Case] = []
+
+
+def _with(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag``'s value replaced (World's own --tile/--chunk come last, and argparse keeps the last)."""
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    return argv
+
+
+def _predict_tile_too_large(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    return Prepared(_with(w.predict(scene), "--tile", "1000000"),
+                    (r"tile \(--tile\) 1000000", "a worker may use", r"use --tile \d+ or less"), w.tmp / "out")
+
+
+def _predict_batch_too_large(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    return Prepared(w.predict(scene, "--batch-size", "100000"),
+                    (r"batch_size \(--batch-size\) 100000", r"use --batch-size \d+ or less"), w.tmp / "out")
+
+
+def _mosaic_resolution_too_fine(w: World) -> Prepared:
+    return Prepared(w.mosaic(w.cleans.out("predict"), "--resolution", "0.01"),
+                    (r"resolution \(--resolution\) 0.01", "chunks", r"use --resolution [0-9.]+ or coarser"),
+                    w.tmp / "out")
+
+
+def _mosaic_bounds_too_large(w: World) -> Prepared:
+    far = ("-1000000000", "-1000000000", "1000000000", "1000000000")
+    return Prepared(w.mosaic(w.cleans.out("predict"), "--bounds", *far),
+                    (r"bounds \(--bounds\) -1e\+09", r"use smaller --bounds \(the scenes cover "), w.tmp / "out")
+
+
+def _mosaic_chunk_too_large(w: World) -> Prepared:
+    return Prepared(_with(w.mosaic(w.cleans.out("predict")), "--chunk", "1000000"),
+                    (r"chunk \(--chunk\) 1000000", "a worker may use", r"use --chunk \d+ or less"), w.tmp / "out")
+
+
+# The worker-side ones are checked once connected to --scheduler (its workers' limits are known then), after
+# the dashboard line; the client-side ones before connecting.
+SIZES = [
+    Case("predict-tile-too-large", "size", 2, _predict_tile_too_large, alone=False, within_s=2),
+    Case("predict-batch-size-too-large", "size", 2, _predict_batch_too_large, alone=False, within_s=2),
+    Case("mosaic-resolution-too-fine", "size", 2, _mosaic_resolution_too_fine, within_s=2),
+    Case("mosaic-bounds-too-large", "size", 2, _mosaic_bounds_too_large, within_s=2),
+    Case("mosaic-chunk-too-large", "size", 2, _mosaic_chunk_too_large, alone=False, within_s=2),
+]
 
 
 CASES = [*BAD_INPUT, *ARGUMENTS, *JOB_FILES, *OUTPUTS, *LOCK, *OS_ERRORS, *CLUSTER, *HANGS, *MASKS, *SIZES]

@@ -406,7 +406,9 @@ def _label(batch: list[Tile]) -> str:
 def run_graph(records: list[Any], client: Any | None, progress: Any | None = None) -> list[TileRecord]:
     """Compute the tile records on ``client`` (or Dask's threaded scheduler); tasks retried on worker loss.
 
-    ``progress`` (a :class:`~geoseg_batch.monitor.TileProgress`) advances as tasks finish.
+    ``progress`` (a :class:`~geoseg_batch.monitor.TileProgress`) advances as tasks finish. The wait is
+    as long as the tasks take: run it inside :func:`geoseg_batch.watch.watched` (as predict does) to
+    bound it when the cluster loses its workers or its scheduler.
     """
     import dask
 

@@ -130,11 +130,13 @@ def create_store(path: Path, geobox: Any, tile: int, class_names: tuple[str, ...
     rows, cols = geobox.shape
     names = [class_names[1]] if binary else list(class_names)
     probability_dtype, probability_fill = (np.float32, np.nan) if float_output else (np.uint8, PROBABILITY_NODATA_UINT8)
+    # One Dask chunk per variable, never computed: to_zarr(compute=False) writes the metadata alone, and a graph
+    # of one task per zarr chunk would cost the client ~0.5 ms and kilobytes per chunk of the grid.
     dataset = xr.Dataset(
         {
-            "mask": (("y", "x"), da.full((rows, cols), MASK_NODATA, dtype=np.uint8, chunks=tile)),
+            "mask": (("y", "x"), da.full((rows, cols), MASK_NODATA, dtype=np.uint8, chunks=-1)),
             "probabilities": (("band", "y", "x"), da.full((len(names), rows, cols), probability_fill,
-                                                          dtype=probability_dtype, chunks=(len(names), tile, tile))),
+                                                          dtype=probability_dtype, chunks=-1)),
         },
         # A rotated grid has no 1-D x/y coordinates: rioxarray then reads spatial_ref's GeoTransform.
         coords={**({} if rotated(geobox.affine) else affine_to_coords(geobox.affine, cols, rows)), "band": names},

@@ -12,13 +12,13 @@ from geoseg_batch.config import MosaicJob, resolved
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publication import Publication, output_lease
-from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest
+from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest, require_free
 from geoseg_batch.io.state import STATE_NAME, RunState
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.settings import job_settings
 
 if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
-    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary
+    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary, SourceStore
 
 MOSAIC_STORE = "mosaic.zarr"
 """The mosaic's zarr store in ``out``."""
@@ -77,19 +77,28 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     run: another run writing there is refused at once, or with ``wait`` waited for (and nothing done
     if it published this job's results).
     """
-    from geoseg_batch.geo.mosaic import mosaic_grid
+    from geoseg_batch.cluster import connect
+    from geoseg_batch.geo.mosaic import grid_for, read_sources
 
     started = time.perf_counter()
     stores = prediction_stores(job.predictions)
-    grid = mosaic_grid([store for store, _ in stores.values()], crs=job.crs, resolution=job.resolution,
-                       bounds=job.bounds, chunk=job.chunk)
+    paths = [store for store, _ in stores.values()]
+    sources = read_sources(paths)
+    grid = grid_for(sources, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
+    check_sizes(job, sources, grid, client)  # before anything of the grid's size exists
     keys = {stem: key for stem, (_, key) in stores.items()}
     out = Path(job.out)
     key = config_digest(job_settings(job, predictions=[]), keys)
-    with translated_os_errors(out), output_lease(out, job.wait, job.wait_timeout_s) as lease:
+    with translated_os_errors(out), contextlib.ExitStack() as running:
+        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))
         publication = Publication(out, key, incremental=job.incremental, overwrite=job.overwrite, lease=lease)
         if job.wait and (done := publication.finished()) is not None:
             return finished_result("mosaic", out, done)
+        if client is None and job.cluster.scheduler:  # an existing cluster: its workers' limits are known once
+            if not job.incremental:  # connected, and checked before anything is written
+                require_free(out, job.overwrite)
+            client = running.enter_context(connect(job.cluster))
+            check_sizes(job, sources, grid, client)
         return _publish(job, stores, grid, publication, client, started)
 
 
@@ -118,6 +127,22 @@ def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGr
     return JobResult("mosaic", out, manifest, [output], summary)
 
 
+def check_sizes(job: MosaicJob, sources: list[SourceStore], grid: MosaicGrid, client: Any | None) -> None:
+    """Raise ConfigError unless a chunk task of the mosaic fits a worker and the grid's chunks the client
+    (:mod:`geoseg_batch.sizing`); the workers' limit is ``client``'s, else the embedded cluster's."""
+    from geoseg_batch.geo.mosaic import SOURCE_MARGIN, finest_resolution, grid_for
+    from geoseg_batch.sizing import SourceSize, budget_for, check_mosaic
+
+    sizes = []
+    for source in sources:
+        xres, yres = finest_resolution([source], grid.crs)
+        sizes.append(SourceSize(source.bands, 4 if source.probability_dtype == "float32" else 1, source.shape,
+                                (grid.resolution[0] / xres, grid.resolution[1] / yres)))
+    scenes = (grid_for(sources, job.crs, job.resolution, None, job.chunk).bounds
+              if job.bounds is not None else None)
+    check_mosaic(job, grid.shape, grid.resolution, sizes, SOURCE_MARGIN, budget_for(job.cluster, client), scenes)
+
+
 def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,
            cog_names: dict[str, str], publication: Publication, client: Any | None) -> MosaicSummary:
     """Write ``chunks`` (None: all) of the mosaic store in the stage, then its COGs (the previous ones when no
@@ -125,9 +150,11 @@ def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tupl
     from geoseg_batch.cluster import connect
     from geoseg_batch.geo.mosaic import build_mosaic
     from geoseg_batch.io.cog import write_cog
+    from geoseg_batch.watch import watched
 
     store_path = publication.stage / MOSAIC_STORE
-    with (connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active:
+    with ((connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active,
+          watched(active, job.cluster.no_worker_timeout_s)):
         built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
                              client=active)
         if chunks == set() and publication.previous is not None:  # nothing changed: the COGs are the previous ones

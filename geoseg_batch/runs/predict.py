@@ -5,20 +5,24 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob, resolved
 from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publication import Publication, output_lease
-from geoseg_batch.io.publish import checksums
+from geoseg_batch.io.publish import checksums, require_free
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.urls import gdal_path, is_url, location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
-    COG_VARIABLES, ModelSession, ScenePlan, hashed_inputs, keyed, model_session, plan_scenes, run_key, scene_keys,
+    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, keyed, model_session, plan_scenes, run_key,
+    scene_keys,
 )
 
 if TYPE_CHECKING:
@@ -33,8 +37,9 @@ REPORT_SCENES = 8  # scenes shown in a run report (a nightly run may hold hundre
 def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
 
-    Everything is validated (bundle, scenes, tile size, output path) before a cluster is
-    started or a file written; then ``out`` is locked for the run (another run writing there:
+    Everything is validated (bundle, scenes, tile size, output path) and every size the run
+    will need is checked against the workers' and the client's memory (:mod:`geoseg_batch.sizing`)
+    before a cluster is started or a file written; then ``out`` is locked for the run (another run writing there:
     refused at once, or with ``wait`` waited for, and nothing done if it published this job's
     results). Resumable: the staging directory is named after the job's
     settings and input checksums and records finished tiles, so re-running a killed job
@@ -49,10 +54,13 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     started = time.perf_counter()
     metadata = read_metadata(job.model)
     plans = plan_scenes(job, metadata)
+    check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     out = Path(job.out)
     with translated_os_errors(out), contextlib.ExitStack() as running:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
+        if client is None and job.cluster.scheduler:
+            client = _existing_cluster(job, metadata, plans, running)
         model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
@@ -86,6 +94,19 @@ def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
     from geoseg_batch.io.zarr_store import gdal_georeferencing
 
     return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
+
+
+def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan],
+                      running: contextlib.ExitStack) -> Any:
+    """A client on ``job.cluster.scheduler``, connected on ``running`` once ``out`` is known free: the workers'
+    memory limits are known only then, and the job's sizes are checked against them before anything is written."""
+    from geoseg_batch.cluster import connect
+
+    if not job.incremental:
+        require_free(Path(job.out), job.overwrite)
+    client = running.enter_context(connect(job.cluster))
+    check_sizes(job, metadata, plans, client)
+    return client
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
@@ -146,7 +167,7 @@ def _cloud_quicklooks(cloud: CloudSettings | None, entry: dict[str, Any], out_di
 def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
     """The summary figures of predicting ``plans``, before any tile ran."""
     megapixels = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6
-    return {"megapixels": round(megapixels, 3), "tiles_total": sum(len(p.grid.tiles()) for p in plans),
+    return {"megapixels": round(megapixels, 3), "tiles_total": sum(math.prod(p.grid.grid_shape) for p in plans),
             "tiles_computed": 0, "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch, "tile": job.tile,
             "halo": plans[0].grid.halo if plans else None, "overlap_fraction": 0.0,
             "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
@@ -158,6 +179,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     from geoseg_batch.cluster import worker_memory
     from geoseg_batch.infer.segment import run_graph
     from geoseg_batch.monitor import TileProgress
+    from geoseg_batch.watch import watched
 
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
@@ -168,10 +190,12 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
              tiles_total, resumed, job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
     tiles_started = time.perf_counter()
     todo = tiles_total - resumed
-    with TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress:
+    with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
+          TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress):
         records = run_graph(graphs, session.client, progress)
     cogs_started = time.perf_counter()
-    _write_products(job, plans, publication.stage, session.client)
+    with watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)):
+        _write_products(job, plans, publication.stage, session.client)
     phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
               "cogs_s": round(time.perf_counter() - cogs_started, 3)}
     log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
@@ -188,6 +212,17 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     figures["peak_worker_rss_bytes"] = memory.peak_children_bytes or worker_memory(session.client)
     figures["peak_tree_rss_bytes"] = memory.peak_tree_bytes
     return figures
+
+
+def _saved(publication: Publication, plans: list[ScenePlan], total: int) -> Callable[[], str]:
+    """What a failed or interrupted run says is saved: the tiles of ``plans`` recorded as done in the stage."""
+    from geoseg_batch.watch import saved_tiles
+
+    def saved() -> str:
+        done = sum(len(os.listdir(d)) for p in plans if (d := publication.records_dir(p.stem)).is_dir())
+        return saved_tiles(done, total, publication.stage)
+
+    return saved
 
 
 def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
@@ -208,7 +243,7 @@ def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
         graphs.extend(segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
                                     token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
                                     priority=-tiles_before))
-        tiles_before += len(plan.grid.tiles())  # a scene's model tasks queue after the previous scene's
+        tiles_before += math.prod(plan.grid.grid_shape)  # a scene's model tasks queue after the previous scene's
     return graphs, resumed
 
 

@@ -91,10 +91,28 @@ def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
     stems = [url_stem(p) for p in paths]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
-    overlap = job.overlap if job.overlap is not None else metadata.receptive_radius // 2
-    halo = metadata.receptive_radius if job.stitch == "exact" else overlap
+    halo = halo_of(job, metadata)
     return [ScenePlan(path, stem, scene, TileGrid.for_model(scene.shape, job.tile, halo, multiple),
                       with_cogs=job.cog, with_polygons=job.polygons) for path, stem, scene in zip(paths, stems, scenes)]
+
+
+def halo_of(job: PredictJob, metadata: BundleMetadata) -> int:
+    """The halo the job's tiles are grown by (before rounding up to the size multiple): the model's receptive
+    radius for ``exact`` stitching, the overlap (default half of it) for ``blend``."""
+    overlap = job.overlap if job.overlap is not None else metadata.receptive_radius // 2
+    return metadata.receptive_radius if job.stitch == "exact" else overlap
+
+
+def check_sizes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], client: Any | None) -> None:
+    """Raise ConfigError unless the job's model tasks fit a worker and its tiles the client (:mod:`sizing`).
+
+    The workers' memory limit is ``client``'s workers', else the embedded cluster's the job would start
+    (an existing scheduler's is checked again once connected).
+    """
+    from geoseg_batch.sizing import budget_for, check_predict
+
+    halo = plans[0].grid.halo if plans else halo_of(job, metadata)
+    check_predict(job, metadata, [p.grid.shape for p in plans], halo, budget_for(job.cluster, client))
 
 
 def keyed(plans: list[ScenePlan], job: PredictJob, model_checksum: dict[str, str],
