@@ -21,6 +21,7 @@ from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult
 from geoseg_batch.errors import ConfigError, MissingInputError
+from geoseg_batch.io.urls import is_url
 from geoseg_batch.options import job_options, section_defaults
 from geoseg_batch.options import overrides as _overrides
 from geoseg_batch.runs import JobResult, run_job
@@ -170,6 +171,9 @@ def validate(job: str | Path) -> AnyJob:
         except MissingInputError as exc:
             raise MissingInputError(f"{job}: {prefix}{exc}") from None
         for key, path in inputs:
+            if is_url(path):  # an object: asked of its store (one-line errors for missing, refused, unreachable)
+                _require_object(path, step, f"{job}: {prefix}{key}: ")
+                continue
             made_earlier = any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in produced)
             if not made_earlier and not Path(path).exists():
                 raise MissingInputError(f"{job}: {prefix}{key}: {path} does not exist; fix the path (relative paths "
@@ -178,15 +182,33 @@ def validate(job: str | Path) -> AnyJob:
     return spec
 
 
-def _input_paths(spec: AnyJob) -> list[tuple[str, Path]]:
+def _require_object(url: Path | str, step: AnyJob, prefix: str) -> None:
+    """Raise (MissingInputError, ConfigError) unless the object at ``url`` exists, asked with ``step``'s storage
+    settings; the message starts with ``prefix``."""
+    from geoseg_batch.errors import GeosegError
+    from geoseg_batch.io.remote import CloudSettings, object_info
+    from geoseg_batch.io.urls import READ_ONLY, protocol
+
+    if protocol(url) in READ_ONLY:
+        return
+    try:
+        object_info(str(url), CloudSettings.of(getattr(step, "storage", None)))
+    except GeosegError as exc:
+        raise type(exc)(f"{prefix}{exc}") from None
+
+
+def _input_paths(spec: AnyJob) -> list[tuple[str, Path | str]]:
+    """(key, path or URL) of every input ``spec`` reads."""
     from geoseg_batch.geo.scene import scene_paths
+    from geoseg_batch.io.remote import CloudSettings
 
     if isinstance(spec, TrainJob):
         return [("data.path", spec.data.path)]
     if isinstance(spec, EvaluateJob):
         return [("model", spec.model), ("data", spec.data)]
     if isinstance(spec, PredictJob):
-        return [("model", spec.model)] + [("scenes", p) for p in scene_paths(spec.scenes, spec.scene_list)]
+        cloud = CloudSettings.of(spec.storage)
+        return [("model", spec.model)] + [("scenes", p) for p in scene_paths(spec.scenes, spec.scene_list, cloud)]
     if isinstance(spec, MosaicJob):
         return [(f"predictions[{i}]", p) for i, p in enumerate(spec.predictions)]
     return []

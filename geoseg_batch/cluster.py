@@ -147,8 +147,12 @@ def connect(spec: ClusterSpec | None = None, worker_imports: tuple[str, ...] = (
         # GPU=1, which is what predict's model tasks ask for.
         cluster = LocalCUDACluster(n_workers=gpus, resources={"GPU": 1}, **options)
     else:
+        from geoseg_batch.io.remote import local_worker_environment
+
         with _workers_forked_with(worker_imports) if worker_imports else contextlib.nullcontext():
-            cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True, **options)
+            # Forked workers see the fork server's environment: today's AWS credentials are handed over.
+            cluster = LocalCluster(n_workers=spec.workers or available_cores(), processes=True,
+                                   env=local_worker_environment(), **options)
     with cluster, Client(cluster) as client:
         client.register_plugin(IgnoreInterrupts())  # Ctrl-C: one line from the client, no worker tracebacks
         _announce_embedded(client, cluster, dashboard_address)

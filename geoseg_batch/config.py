@@ -81,6 +81,28 @@ class ClusterSpec(Spec):
         return self
 
 
+class StorageSpec(Spec):
+    """Object storage for s3:// locations: where it answers and how requests are signed.
+
+    Holds no secrets: credentials come from the standard AWS chain (environment, profile,
+    instance role) on each machine. Unset fields fall back to AWS_ENDPOINT_URL and AWS_REGION.
+    """
+
+    endpoint_url: str | None = Field(None, description="an S3-compatible endpoint, e.g. http://127.0.0.1:9000 "
+                                                        "(default: AWS_ENDPOINT_URL, else AWS itself)",
+                                     json_schema_extra={"metavar": "URL"})
+    region: str | None = Field(None, description="the bucket's region (default: AWS_REGION)")
+    profile: str | None = Field(None, description="a profile of ~/.aws/credentials to sign with")
+    anonymous: bool = Field(False, description="unsigned requests, for public buckets")
+
+
+def _locations(value: Any) -> Any:
+    """Paths and URLs as the strings a job holds (a URL must stay a string: Path folds s3:// into s3:/)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) if isinstance(v, Path) else v for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
@@ -219,10 +241,11 @@ class PredictJob(StoreOutputs):
 
     kind: Literal["predict"] = "predict"
     name: str = "predict"
-    scenes: list[Path] = Field(default_factory=list, description="scene files or glob patterns (e.g. incoming/*.tif)",
-                               json_schema_extra={"positional": True, "metavar": "SCENE"})
-    scene_list: Path | None = Field(None, description="a text file of scene paths, one per line (relative to it)",
-                                    json_schema_extra={"metavar": "FILE"})
+    scenes: list[str] = Field(default_factory=list, description="scene files, URLs (s3://bucket/key) or glob "
+                                                                "patterns (e.g. incoming/*.tif)",
+                              json_schema_extra={"positional": True, "metavar": "SCENE"})
+    scene_list: str | None = Field(None, description="a text file (or URL) of scene paths, one per line (relative "
+                                                     "to it)", json_schema_extra={"metavar": "FILE"})
     model: Path = Field(description="model bundle (.keras)")
     out: Path
     stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
@@ -246,7 +269,10 @@ class PredictJob(StoreOutputs):
                                                  "new or changed scenes; publish a new version of out atomically")
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
+    storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
+
+    _scene_locations = field_validator("scenes", "scene_list", mode="before")(_locations)
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:

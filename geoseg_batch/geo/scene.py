@@ -19,12 +19,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg_batch.errors import DataError, MissingInputError
+from geoseg_batch.errors import ConfigError, DataError, MissingInputError
+from geoseg_batch.io.urls import READ_ONLY, Location, gdal_path, is_url, location, protocol, sibling
+from geoseg_batch.io.urls import stem as url_stem
 from geoseg_batch.model.bundle import BundleMetadata
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ def resampled_grid(src: Any, resolution_m: float, method: str = "bilinear") -> R
 class Scene:
     """A lazily opened scene and what is needed to turn its pixels into model input."""
 
-    path: Path
+    path: Location  # a Path, or an object-storage URL (str)
     data: Any  # xarray.DataArray (band, y, x), lazily indexed
     band_indexes: tuple[int, ...]  # 1-based band numbers used, in the bundle's order
     nodata: float | None
@@ -108,6 +113,7 @@ class Scene:
     offsets: tuple[float, ...]
     resampled: Resampled | None = None  # the grid it is read on, when warped (resampled, or from GCPs)
     masked: bool = False  # a GDAL mask (per-dataset mask, alpha band, a warp's footprint) marks nodata too
+    cloud: CloudSettings | None = None  # object storage settings, for a scene read from a URL
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -123,7 +129,7 @@ class Scene:
         return GeoBox(self.shape, self.data.rio.transform(), self.data.rio.crs)
 
 
-def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
+def _band_choice(path: Location, descriptions: tuple[str | None, ...], metadata: BundleMetadata,
                  bands: list[str] | list[int] | None, alpha: tuple[int, ...] = ()) -> tuple[int, ...]:
     """1-based band numbers to feed the model, in the bundle's band order.
 
@@ -165,31 +171,63 @@ def _band_choice(path: Path, descriptions: tuple[str | None, ...], metadata: Bun
     return tuple(chosen)
 
 
-def scene_paths(scenes: list[Path], scene_list: Path | None = None) -> list[Path]:
-    """The scene files a job names: paths and glob patterns (expanded, sorted), then a list file's lines.
+def scene_paths(scenes: list[Location | str], scene_list: Location | str | None = None,
+                cloud: CloudSettings | None = None) -> list[Location]:
+    """The scenes a job names: paths, URLs and glob patterns (expanded, sorted; URL patterns through fsspec),
+    then a list file's lines (relative to it; the list may itself be a URL).
 
     A pattern that matches nothing, or a list file that is missing, is an error: a nightly
     run pointed at the wrong folder should fail, not publish an empty result.
     """
     import glob
 
-    found: list[Path] = []
+    from geoseg_batch.io.remote import CloudSettings, expand, read_text
+
+    cloud = cloud or CloudSettings.of()
+    found: list[Location] = []
     for entry in scenes:
+        entry = _location(entry, "scenes")
         if glob.has_magic(str(entry)):
-            matches = sorted(Path(m) for m in glob.glob(str(entry)))
+            matches: list[Location] = expand(entry, cloud) if is_url(entry) else sorted(
+                Path(m) for m in glob.glob(str(entry)))
             if not matches:
                 raise MissingInputError(f"scenes: pattern {str(entry)!r} matches no files; check the folder and the "
                                          "pattern (relative ones are taken from the current directory)")
             found.extend(matches)
         else:
-            found.append(Path(entry))
+            found.append(entry)
     if scene_list is not None:
-        scene_list = Path(scene_list)
-        if not scene_list.is_file():
+        scene_list = _location(scene_list, "scene_list")
+        if is_url(scene_list):
+            text = read_text(scene_list, cloud)
+        elif not scene_list.is_file():
             raise MissingInputError(f"scene_list: {scene_list} does not exist; give a text file with one path per line")
-        lines = [line.strip() for line in scene_list.read_text().splitlines()]
-        found.extend(scene_list.parent / line for line in lines if line and not line.startswith("#"))
+        else:
+            text = scene_list.read_text()
+        lines = [line.strip() for line in text.splitlines()]
+        found.extend(sibling(scene_list, line) for line in lines if line and not line.startswith("#"))
     return list(dict.fromkeys(found))  # a scene named twice is predicted once
+
+
+def _location(value: Location | str, key: str) -> Location:
+    """``value`` as a Path or URL; ConfigError naming ``key`` for an unusable URL."""
+    try:
+        return location(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _require_scene(path: Location, cloud: CloudSettings | None) -> None:
+    """Raise MissingInputError unless the scene file (or object) exists; ConfigError when the store refuses."""
+    from geoseg_batch.io.remote import CloudSettings, object_info
+
+    if is_url(path):
+        if protocol(path) not in READ_ONLY:  # an HTTP file is checked by GDAL's open
+            object_info(str(path), cloud or CloudSettings.of())
+        return
+    if not Path(path).exists():
+        raise MissingInputError(f"{path}: no such scene file; check the path (relative paths are taken from the "
+                                 "current directory)")
 
 
 @dataclass(frozen=True)
@@ -204,14 +242,14 @@ class _FileFacts:
     mask_flags: tuple[Any, ...]  # per band: rasterio MaskFlags
 
 
-def _file_facts(path: Path) -> _FileFacts:
+def _file_facts(path: Location) -> _FileFacts:
     """The header facts of the scene at ``path``: raises DataError when unreadable or not georeferenced
     (no CRS, and no GCPs with a CRS)."""
     import rasterio
     from rasterio.enums import ColorInterp
 
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(gdal_path(path)) as src:
             gcps, gcp_crs = src.gcps
             facts = _FileFacts(tuple(src.descriptions), src.scales, src.offsets, src.nodata,
                                tuple(n for n, c in enumerate(src.colorinterp, 1) if c == ColorInterp.alpha),
@@ -229,7 +267,7 @@ def _file_facts(path: Path) -> _FileFacts:
     return facts
 
 
-def _view(path: Path, metadata: BundleMetadata, nodata: float | None, masked: bool, resample: bool,
+def _view(path: Location, metadata: BundleMetadata, nodata: float | None, masked: bool, resample: bool,
           resampling: str, source_alpha: bool = False) -> Resampled | None:
     """The warped grid the scene at ``path`` is read on (GCPs, ``resample``), or None: read as it is.
 
@@ -237,7 +275,7 @@ def _view(path: Path, metadata: BundleMetadata, nodata: float | None, masked: bo
     source becomes the view's own), so its mask survives the warp."""
     import rasterio
 
-    with rasterio.open(path) as src:
+    with rasterio.open(gdal_path(path)) as src:
         view = gcp_grid(src, resampling)
         if view is not None:
             view = dataclasses.replace(view, alpha=nodata is None)
@@ -248,34 +286,40 @@ def _view(path: Path, metadata: BundleMetadata, nodata: float | None, masked: bo
                             "retrain with data.resolution_m (train --resolution-m M) or drop --resample")
         if view is not None:
             raise DataError(f"{path}: --resample of a scene georeferenced by GCPs is not supported; warp it onto "
-                            f"a grid first, e.g. `gdalwarp -r {resampling} {path} {path.stem}_warped.tif`, and "
-                            f"predict that")
+                            f"a grid first, e.g. `gdalwarp -r {resampling} {path} {url_stem(path)}_warped.tif`, "
+                            f"and predict that")
         resampled = resampled_grid(src, metadata.resolution_m, resampling)
     if resampled is None:
         return None
     return dataclasses.replace(resampled, alpha=nodata is None and masked and not source_alpha)
 
 
-def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
-               nodata: float | None = None, resample: bool = False, resampling: str = "bilinear") -> Scene:
-    """Open ``path`` lazily, checked against the bundle; with ``resample``, on the bundle's resolution
-    (``resampling``: the kernel, a rasterio.enums.Resampling name); GCP scenes through a warped view."""
+def open_scene(path: Location | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
+               nodata: float | None = None, resample: bool = False, resampling: str = "bilinear",
+               cloud: CloudSettings | None = None) -> Scene:
+    """Open ``path`` (a file, or an object-storage URL read over GDAL's /vsis3/ and kin) lazily, checked against
+    the bundle; with ``resample``, on the bundle's resolution (``resampling``: the kernel, a
+    rasterio.enums.Resampling name); GCP scenes through a warped view. ``cloud``: the object storage
+    settings of a URL (default: the environment's)."""
     import rasterio
     import rioxarray
     from rasterio.enums import MaskFlags
 
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{path}: no such scene file; check the path (relative paths are taken from the "
-                                 "current directory)")
+    from geoseg_batch.io.remote import CloudSettings
+
+    path = _location(path, "scenes")
+    if is_url(path):
+        cloud = cloud or CloudSettings.of()
+        cloud.apply()
+    _require_scene(path, cloud)
     facts = _file_facts(path)
     chosen = _band_choice(path, facts.descriptions, metadata, bands, facts.alpha)
     nodata = nodata if nodata is not None else facts.nodata
     masked = any(MaskFlags.per_dataset in facts.mask_flags[b - 1] for b in chosen)
     view = _view(path, metadata, nodata, masked, resample, resampling, bool(facts.alpha))
-    source: Any = path
+    source: Any = gdal_path(path)  # what GDAL opens: the path itself, or /vsis3/bucket/key
     if view is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
-        source = view.warped(rasterio.open(path), nodata)
+        source = view.warped(rasterio.open(source), nodata)
     data = rioxarray.open_rasterio(source, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
     data = data.isel(band=[b - 1 for b in chosen])
     return Scene(
@@ -287,6 +331,7 @@ def open_scene(path: Path | str, metadata: BundleMetadata, bands: list[str] | li
         offsets=tuple(float(facts.offsets[b - 1]) for b in chosen),
         resampled=view,
         masked=masked or (view is not None and view.alpha),
+        cloud=cloud if is_url(path) else None,
     )
 
 

@@ -37,6 +37,8 @@ from geoseg_batch.config import StitchMode
 from geoseg_batch.geo.grid import Tile, TileGrid, Window, union
 from geoseg_batch.geo.scene import Resampled, Scene, normalize_in_place
 from geoseg_batch.infer.predictor import PredictorRef
+from geoseg_batch.io.remote import CloudSettings
+from geoseg_batch.io.urls import gdal_path, is_url
 from geoseg_batch.io.zarr_store import ZarrTarget
 from geoseg_batch.runtime import worker_address
 
@@ -56,12 +58,13 @@ class SceneInput:
     dtype: str
     resampled: Resampled | None = None
     masked: bool = False  # GDAL's mask (per-dataset mask, alpha band, a warp's footprint) marks nodata too
+    cloud: CloudSettings | None = None  # object storage settings (no secrets), applied on the worker
 
     @classmethod
     def of(cls, scene: Scene) -> SceneInput:
         """The picklable part of ``scene``."""
         return cls(str(scene.path), scene.band_indexes, scene.nodata, scene.scales, scene.offsets,
-                   str(scene.data.dtype), scene.resampled, scene.masked)
+                   str(scene.data.dtype), scene.resampled, scene.masked, scene.cloud)
 
     def read_valid(self, window: Window) -> np.ndarray | None:
         """(rows, cols) True where GDAL's mask of ``window`` marks pixels valid; None when the scene has no
@@ -106,12 +109,13 @@ class _OpenScenes(threading.local):
         """The open rasterio dataset (or WarpedVRT, when resampled) of ``scene`` on this thread."""
         import rasterio
 
-        stat = os.stat(scene.path)
-        key = (scene.path, stat.st_ino, stat.st_size, stat.st_mtime_ns, scene.resampled, scene.nodata)
+        if scene.cloud is not None:
+            scene.cloud.apply()  # this worker's GDAL reads object storage as the client does
+        key = (scene.path, *_identity(scene.path), scene.resampled, scene.nodata)
         if key != self.key:
             self.handles.close()  # the previous scene, and its cached blocks
             self.key, self.handles = None, contextlib.ExitStack()
-            source = self.handles.enter_context(rasterio.open(scene.path))
+            source = self.handles.enter_context(rasterio.open(gdal_path(scene.path)))
             if scene.resampled is not None:
                 source = self.handles.enter_context(scene.resampled.warped(source, scene.nodata))
             self.key, self.source = key, source
@@ -119,6 +123,15 @@ class _OpenScenes(threading.local):
 
 
 _open_scenes = _OpenScenes()
+
+
+def _identity(path: str) -> tuple[int, ...]:
+    """(inode, size, mtime) of a local scene file; () for an object-storage URL (objects are not rewritten
+    under a run: a changed object is a new run key)."""
+    if is_url(path):
+        return ()
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 @contextlib.contextmanager

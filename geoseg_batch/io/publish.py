@@ -198,9 +198,22 @@ def sha256_file(path: Path | str, block_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def checksums(paths: Iterable[Path | str]) -> dict[str, str]:
-    """``{path: "sha256:<hex>"}`` for each file."""
-    return {str(p): f"sha256:{sha256_file(p)}" for p in paths}
+def checksums(paths: Iterable[Path | str], cloud: Any | None = None) -> dict[str, str]:
+    """``{path: "sha256:<hex>"}`` for each file; ``{url: "etag:<ETag>:<size>"}`` for each object-storage URL
+    (its identity from the store: hashing it would download it). ``cloud``: the
+    :class:`~geoseg_batch.io.remote.CloudSettings` to ask the store with (default: the environment's)."""
+    return {str(p): _checksum(p, cloud) for p in paths}
+
+
+def _checksum(path: Path | str, cloud: Any | None) -> str:
+    """The checksum :func:`checksums` records for one file or URL."""
+    from geoseg_batch.io.urls import is_url
+
+    if not is_url(path):
+        return f"sha256:{sha256_file(path)}"
+    from geoseg_batch.io.remote import CloudSettings, object_checksum
+
+    return object_checksum(str(path), cloud or CloudSettings.of())
 
 
 def config_digest(config: Mapping[str, Any], file_checksums: Mapping[str, str]) -> str:

@@ -45,12 +45,13 @@ def _open_raster(raster: Path) -> Any:
     """The open rasterio dataset of ``raster``; raises the input errors (directory, missing, unreadable) plainly."""
     import rasterio
 
-    if raster.is_dir():
+    remote = str(raster).startswith("/vsi")  # GDAL's virtual file systems (/vsis3/...): GDAL's open checks them
+    if not remote and raster.is_dir():
         raise InputError(
             f"quicklook {raster}: received a directory (a zarr store?), expected a raster file; "
             "pass the COG written beside it (<scene>_mask.tif or <scene>_probabilities.tif)"
         )
-    if not raster.exists():
+    if not remote and not raster.exists():
         raise MissingInputError(f"quicklook {raster}: file not found")
     try:
         return rasterio.open(raster)

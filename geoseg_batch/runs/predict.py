@@ -16,6 +16,8 @@ from geoseg_batch.config import PredictJob, resolved
 from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publication import Publication, output_lease
 from geoseg_batch.io.publish import checksums, require_free
+from geoseg_batch.io.remote import CloudSettings
+from geoseg_batch.io.urls import gdal_path, is_url, location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
@@ -125,23 +127,41 @@ def _write_report(job: PredictJob, plans: list[ScenePlan], publication: Publicat
     published path goes into ``summary``."""
     from geoseg_batch.report import write_run_report
 
-    entries = [p.entry(publication.stage) for p in plans[:REPORT_SCENES]]
+    cloud = CloudSettings.of(job.storage) if any(is_url(p.path) for p in plans) else None
+    entries = [_gdal_scene(p.entry(publication.stage)) for p in plans[:REPORT_SCENES]]
     images = _quicklooks(entries if job.cog else [], publication.stage / "report",
-                         session.client if session else None)
+                         session.client if session else None, cloud)
     summary["report"] = str(publication.published("report.html"))
     write_run_report(publication.stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
 
 
-def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None) -> list[tuple[str, Path]]:
+def _gdal_scene(entry: dict[str, Any]) -> dict[str, Any]:
+    """A manifest entry whose scene is named as GDAL opens it (``/vsis3/bucket/key`` for ``s3://bucket/key``)."""
+    return {**entry, "scene": gdal_path(location(entry["scene"]))}
+
+
+def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None,
+                cloud: CloudSettings | None) -> list[tuple[str, Path]]:
     """The report's quicklooks of predict output entries: one task per image on ``client`` (side by side),
-    else here."""
-    from geoseg_batch.report import QUICKLOOK_SOURCES, prediction_quicklooks
+    else here; scenes in object storage are read with ``cloud``."""
+    from geoseg_batch.report import QUICKLOOK_SOURCES
 
     if client is None:
-        return [image for entry in entries for image in prediction_quicklooks(entry, out_dir)]
-    tasks = [client.submit(prediction_quicklooks, entry, out_dir, kinds=(kind,), pure=False)
+        return [image for entry in entries for image in _cloud_quicklooks(cloud, entry, out_dir)]
+    tasks = [client.submit(_cloud_quicklooks, cloud, entry, out_dir, kinds=(kind,), pure=False)
              for entry in entries for kind in QUICKLOOK_SOURCES]
     return [image for images in client.gather(tasks) for image in images]
+
+
+def _cloud_quicklooks(cloud: CloudSettings | None, entry: dict[str, Any], out_dir: Path,
+                      **options: Any) -> list[tuple[str, Path]]:
+    """:func:`~geoseg_batch.report.prediction_quicklooks` of ``entry``, with ``cloud`` (when scenes are in object
+    storage) applied to GDAL here, on the worker that runs it."""
+    from geoseg_batch.report import prediction_quicklooks
+
+    if cloud is not None:
+        cloud.apply()
+    return prediction_quicklooks(entry, out_dir, **options)
 
 
 def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from geoseg_batch.config import PredictJob
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import checksums, config_digest, require_free
+from geoseg_batch.io.urls import Location
+from geoseg_batch.io.urls import stem as url_stem
 from geoseg_batch.runs.settings import job_settings
 
 if TYPE_CHECKING:  # the geo modules import rasterio and xarray; only predict runs load them
@@ -35,7 +37,7 @@ class ScenePlan:
     """One scene of a predict run: where it is, its outputs' stem, the opened scene, its tile grid, its
     content key, and which optional outputs (COGs, polygons) the job makes."""
 
-    path: Path
+    path: Location  # a Path, or an object-storage URL
     stem: str
     scene: Scene
     grid: TileGrid
@@ -74,6 +76,7 @@ def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
     """
     from geoseg_batch.geo.grid import TileGrid, round_up
     from geoseg_batch.geo.scene import open_scene, scene_paths
+    from geoseg_batch.io.remote import CloudSettings
 
     multiple = metadata.size_multiple
     if job.tile % multiple:
@@ -81,15 +84,16 @@ def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
             f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
             f"use --tile {round_up(job.tile, multiple)}"
         )
-    paths = scene_paths(job.scenes, job.scene_list)
+    cloud = CloudSettings.of(job.storage)
+    paths = scene_paths(job.scenes, job.scene_list, cloud)
     scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata, resample=job.resample,
-                         resampling=job.resampling) for p in paths]
-    stems = [p.stem for p in paths]
+                         resampling=job.resampling, cloud=cloud) for p in paths]
+    stems = [url_stem(p) for p in paths]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
     halo = halo_of(job, metadata)
-    return [ScenePlan(path, path.stem, scene, TileGrid.for_model(scene.shape, job.tile, halo, multiple),
-                      with_cogs=job.cog, with_polygons=job.polygons) for path, scene in zip(paths, scenes)]
+    return [ScenePlan(path, stem, scene, TileGrid.for_model(scene.shape, job.tile, halo, multiple),
+                      with_cogs=job.cog, with_polygons=job.polygons) for path, stem, scene in zip(paths, stems, scenes)]
 
 
 def halo_of(job: PredictJob, metadata: BundleMetadata) -> int:
@@ -152,14 +156,18 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
         yield ModelSession(active, ref, job.gpu if job.gpu is not None else cluster_gpus(active) > 0, started)
 
 
-def hashed_inputs(job: PredictJob, paths: list[Path], model_digest: str, client: Any | None,
+def hashed_inputs(job: PredictJob, paths: list[Location], model_digest: str, client: Any | None,
                   running: contextlib.ExitStack) -> tuple[dict[str, str], ModelSession | None]:
-    """Checksums of the scenes, and (unless ``job.incremental`` or ``job.wait``) the model session on ``running``,
-    started while the scenes are hashed (hashlib and file reads release the GIL)."""
+    """Checksums of the scenes (object storage: ETag and size, see :func:`~geoseg_batch.io.publish.checksums`),
+    and (unless ``job.incremental`` or ``job.wait``) the model session on ``running``, started while the
+    scenes are hashed (hashlib and file reads release the GIL)."""
+    from geoseg_batch.io.remote import CloudSettings
+
+    cloud = CloudSettings.of(job.storage)
     if job.incremental or job.wait:  # unchanged scenes (or all: the run waited for) are reused: start nothing
-        return checksums(paths), None
+        return checksums(paths, cloud), None
     require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
     with concurrent.futures.ThreadPoolExecutor(1) as hasher:
-        hashed = hasher.submit(checksums, paths)
+        hashed = hasher.submit(checksums, paths, cloud)
         session = running.enter_context(model_session(job, model_digest, client))
         return hashed.result(), session
