@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg_batch.config import EvaluateJob, resolved
+from geoseg_batch.config import EvaluateJob
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.errors import DataError
 from geoseg_batch.io.publish import atomic_path, checksums, write_json

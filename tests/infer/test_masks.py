@@ -131,7 +131,7 @@ def test_alpha_band_refusal_is_one_line_from_the_cli(tmp_path, capsys, monkeypat
 def test_masks_survive_resampling(tmp_path, build):
     """Resampled (300 m -> 600 m), a masked scene without nodata value keeps its mask through the warp."""
     from geoseg_batch.geo.grid import Window
-    from geoseg_batch.infer.segment import SceneInput
+    from geoseg_batch.infer.reading import SceneInput
 
     bundle = make_bundle(tmp_path / "m.keras", bands=3, resolution_m=600.0)
     scene, footprint = build(tmp_path / "scene.tif")

@@ -10,7 +10,8 @@ import numpy as np
 import rasterio
 
 from geoseg_batch.geo.grid import TileGrid, Window
-from geoseg_batch.infer.segment import TASK_BLOCK, SceneInput, task_blocks
+from geoseg_batch.infer.reading import SceneInput
+from geoseg_batch.infer.segment import TASK_BLOCK, task_blocks
 
 from tests.helpers import write_scene
 

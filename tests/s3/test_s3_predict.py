@@ -143,7 +143,7 @@ def test_no_secret_in_anything_written(tmp_path, s3_env, bundle, capsys, caplog)
     assert secret not in captured.out + captured.err
     assert not [r for r in caplog.records if secret in r.getMessage()]
     from geoseg_batch.geo.scene import open_scene
-    from geoseg_batch.infer.segment import SceneInput
+    from geoseg_batch.infer.reading import SceneInput
     from geoseg_batch.model.bundle import read_metadata
 
     task_data = pickle.dumps(SceneInput.of(open_scene(url, read_metadata(bundle))))  # what tasks carry
@@ -169,7 +169,7 @@ def test_a_window_reads_a_fraction_of_the_object(tmp_path, s3_env, bundle):
     """Scenes are read window by window over /vsis3/ (ranged GETs), never downloaded whole."""
     from geoseg_batch.geo.grid import Window
     from geoseg_batch.geo.scene import open_scene
-    from geoseg_batch.infer.segment import SceneInput
+    from geoseg_batch.infer.reading import SceneInput
     from geoseg_batch.model.bundle import read_metadata
 
     big = write_scene(tmp_path / "big.tif", (2048, 2048), bands=3)
