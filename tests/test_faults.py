@@ -786,8 +786,16 @@ def _listener_not_a_scheduler(w: World) -> Prepared:
                     w.tmp / "out")
 
 
+def _gpu_tasks_without_a_gpu_worker(w: World) -> Prepared:
+    scene = w.scene(w.tmp / "in" / "s1.tif")
+    return Prepared(w.predict(scene, "--gpu"), ("gpu: true", "no worker of the cluster advertises a GPU",
+                                                "drop --gpu"), w.tmp / "out")
+
+
 HANGS = [
     Case("predict-listener-not-a-scheduler", "hang", 2, _listener_not_a_scheduler, within_s=15),
+    Case("predict-gpu-tasks-without-a-gpu-worker", "hang", 2, _gpu_tasks_without_a_gpu_worker, within_s=30,
+         alone=False),  # the dashboard line comes first
 ]
 
 

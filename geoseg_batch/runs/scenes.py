@@ -152,8 +152,12 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
 
     started = time.perf_counter()
     with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
+        gpus = cluster_gpus(active)
+        if job.gpu and not gpus:  # model tasks asking for GPU=1 would wait for such a worker forever
+            raise ConfigError("gpu: true (--gpu), but no worker of the cluster advertises a GPU (resources GPU=1); "
+                              "start GPU workers (`dask cuda worker` / cluster.gpus), or drop --gpu")
         ref = register_model(active, job.model, model_digest, job.precision)
-        yield ModelSession(active, ref, job.gpu if job.gpu is not None else cluster_gpus(active) > 0, started)
+        yield ModelSession(active, ref, job.gpu if job.gpu is not None else gpus > 0, started)
 
 
 def hashed_inputs(job: PredictJob, paths: list[Location], model_digest: str, client: Any | None,
