@@ -246,18 +246,22 @@ def test_chaos_three_workers_killed_at_random_the_run_completes_identically_and_
         killed: list[int] = []
         running = threading.Event()
 
+        # Three kills at random moments of the run, as tiles done go by (not by the clock, which a fast run
+        # outruns): after a random number of tiles in each of three spans of the first 120 of 225.
+        moments = [rng.randint(8 + 40 * span, 40 * (span + 1)) for span in range(3)]
+
         def chaos() -> None:
             running.wait()
-            for _ in range(3):
-                time.sleep(rng.uniform(0.2, 2.0))
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:  # a worker that runs this run's tasks (restarted ones too)
+            for moment in moments:
+                while _done(tmp_path / "chaos") < moment:
                     if (tmp_path / "chaos").exists():
                         return  # published: the run is over
-                    pids = [pid for pid in client.run(os.getpid).values() if pid not in killed]
-                    if pids and _done(tmp_path / "chaos") > 0:
-                        break
-                    time.sleep(0.1)
+                    time.sleep(0.01)
+                pids: list[int] = []
+                while not pids:  # a live worker process (restarted ones too), from its nanny: asks no worker
+                    if (tmp_path / "chaos").exists():
+                        return
+                    pids = [n.pid for n in list(client.cluster.workers.values()) if n.pid and n.pid not in killed]
                 victim = rng.choice(sorted(pids))
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
