@@ -258,10 +258,13 @@ def test_chaos_three_workers_killed_at_random_the_run_completes_identically_and_
                         return  # published: the run is over
                     time.sleep(0.01)
                 pids: list[int] = []
-                while not pids:  # a live worker process (restarted ones too), from its nanny: asks no worker
+                while not pids:  # a worker that is up (restarted ones too, once registered again), from its nanny
                     if (tmp_path / "chaos").exists():
                         return
-                    pids = [n.pid for n in list(client.cluster.workers.values()) if n.pid and n.pid not in killed]
+                    up = client.scheduler_info()["workers"]
+                    pids = [n.pid for n in list(client.cluster.workers.values())
+                            if n.pid and n.pid not in killed and n.worker_address in up]
+                    time.sleep(0.05)
                 victim = rng.choice(sorted(pids))
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
@@ -272,6 +275,7 @@ def test_chaos_three_workers_killed_at_random_the_run_completes_identically_and_
         with caplog.at_level(logging.INFO, logger="geoseg_batch"):
             result = predict_scene(scene, bundle, tmp_path / "chaos", client=client, **options)
         killer.join(timeout=60)
+        client.wait_for_workers(2, timeout=120)  # every nanny done restarting before the cluster closes
     assert len(killed) == 3, "the run finished before three workers were killed; make the scene larger"
     losses = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost worker ")]
     assert len(losses) == 3, losses
