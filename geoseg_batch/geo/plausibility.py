@@ -3,12 +3,13 @@
 At run start (before the cluster does model work) every scene is sampled: from its smallest
 overview that still holds :data:`SAMPLE_PIXELS` pixels when it has overviews (GDAL picks it
 for a decimated read), else from an 8 x 8 grid of 8 x 8-pixel windows spread over the scene
-(4096 pixels, a few file blocks each: never a whole-scene read). Nodata values and GDAL masks
+(4096 pixels, a few file blocks each). Nodata values and GDAL masks
 (per-dataset mask, alpha band) are left out. The rule: a band whose sampled values, scaled
 by the file's scale/offset, have a median ``|z|`` (``z = (value - mean) / std`` with the
 bundle's training mean and std) above :data:`MEDIAN_Z_LIMIT` is out of range. A scene whose
 sample holds no valid pixel is scanned block by block until one is found; when none is, the
-scene is all nodata. Either finding is a warning (one log line) and is recorded in the
+scene is all nodata (that scan reads every block once, one at a time, on the client: memory-flat,
+but as slow as one pass over the file; only a scene that is mostly or wholly nodata pays it). Either finding is a warning (one log line) and is recorded in the
 manifest's summary (``plausibility``); with ``strict`` it is a refusal.
 """
 
