@@ -25,8 +25,8 @@ a pixel within 0.125 source pixels; so a mosaic does not depend on which chunks 
 computed (an incremental update equals a rebuild), but may differ by a few pixels from one
 with another chunk size when CRSs differ.
 
-This module also re-exports the names of the grid, source and merge modules, which lived
-here before they were split out.
+The grid is :mod:`geoseg_batch.geo.target_grid`'s, the stores :mod:`geoseg_batch.geo.sources`'
+and the merge rules :mod:`geoseg_batch.geo.merge`'s; this module is only the Dask layer over them.
 """
 
 from __future__ import annotations
@@ -44,29 +44,17 @@ import numpy as np
 
 from geoseg_batch.errors import ConfigError, DataError
 from geoseg_batch.geo.grid import Window
-from geoseg_batch.geo.merge import (
-    MERGE_RULES, chosen_layer, confidence, edge_distance, merge_first, merge_layers, merge_max, merge_mean, picked,
-    probability_nodata,
-)
+from geoseg_batch.geo.merge import MERGE_RULES, edge_distance, merge_layers, probability_nodata
 from geoseg_batch.geo.sources import (
-    SOURCE_MARGIN, SourceStore, check_same_model, chunk_source_window, chunks_touched, finest_resolution, grid_for,
-    mosaic_grid, read_source, read_sources, store_grid, touched_chunks,
+    SourceStore, check_same_model, chunk_source_window, read_source, read_sources, touched_chunks,
 )
-from geoseg_batch.geo.target_grid import (
-    SNAP_TOLERANCE, Bounds, ChunkIndex, MosaicGrid, corner_bounds, crs_string, grid_differences, overlaps,
-    pixel_window, same_crs, snapped, window_transform,
-)
+from geoseg_batch.geo.target_grid import ChunkIndex, MosaicGrid, grid_differences, window_transform
 from geoseg_batch.io.zarr_store import MASK_NODATA, create_store
 from geoseg_batch.runtime import worker_address
 
 __all__ = [
-    "MERGE_RULES", "SNAP_TOLERANCE", "SOURCE_MARGIN", "Bounds", "ChunkIndex", "ChunkRecord", "Layer", "MosaicGrid",
-    "MosaicSummary", "SourceStore", "build_mosaic", "check_existing_mosaic", "check_same_model", "checked_chunks",
-    "chosen_layer", "chunk_layers", "chunk_source_window", "chunks_touched", "confidence", "corner_bounds",
-    "create_mosaic_store", "crs_string", "edge_distance", "finest_resolution", "grid_differences", "grid_for",
-    "merge_first", "merge_layers", "merge_max", "merge_mean", "mosaic_chunk", "mosaic_grid",
-    "nearest_source_pixels", "overlaps", "picked", "pixel_window", "probability_nodata", "read_layer",
-    "read_source", "read_sources", "same_crs", "snapped", "store_grid", "touched_chunks", "window_transform",
+    "ChunkRecord", "Layer", "MosaicSummary", "build_mosaic", "check_existing_mosaic", "checked_chunks", "chunk_layers",
+    "create_mosaic_store", "mosaic_chunk", "nearest_source_pixels", "read_layer",
 ]
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,9 @@ from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.settings import job_settings
 
 if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
-    from geoseg_batch.geo.mosaic import MosaicGrid, MosaicSummary, SourceStore
+    from geoseg_batch.geo.mosaic import MosaicSummary
+    from geoseg_batch.geo.sources import SourceStore
+    from geoseg_batch.geo.target_grid import MosaicGrid
 
 MOSAIC_STORE = "mosaic.zarr"
 """The mosaic's zarr store in ``out``."""
@@ -84,7 +86,7 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     if it published this job's results).
     """
     from geoseg_batch.cluster import connect
-    from geoseg_batch.geo.mosaic import grid_for, read_sources
+    from geoseg_batch.geo.sources import grid_for, read_sources
 
     started = time.perf_counter()
     stores = prediction_stores(job.predictions)
@@ -111,7 +113,7 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
 def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGrid, publication: Publication,
              client: Any | None, started: float) -> JobResult:
     """Build the mosaic of ``stores`` on ``grid`` in the publication's stage and publish it; the job's result."""
-    from geoseg_batch.geo.mosaic import chunks_touched
+    from geoseg_batch.geo.sources import chunks_touched
 
     out, paths = publication.out, [store for store, _ in stores.values()]
     keys = {stem: key for stem, (_, key) in stores.items()}
@@ -136,7 +138,7 @@ def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGr
 def check_sizes(job: MosaicJob, sources: list[SourceStore], grid: MosaicGrid, client: Any | None) -> None:
     """Raise ConfigError unless a chunk task of the mosaic fits a worker and the grid's chunks the client
     (:mod:`geoseg_batch.sizing`); the workers' limit is ``client``'s, else the embedded cluster's."""
-    from geoseg_batch.geo.mosaic import SOURCE_MARGIN, finest_resolution, grid_for
+    from geoseg_batch.geo.sources import SOURCE_MARGIN, finest_resolution, grid_for
     from geoseg_batch.sizing import SourceSize, budget_for, check_mosaic
 
     sizes = []

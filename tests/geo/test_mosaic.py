@@ -20,10 +20,10 @@ from rasterio.windows import Window as RasterWindow
 
 from geoseg_batch import predict_scene
 from geoseg_batch.errors import ConfigError, DataError, MissingInputError
-from geoseg_batch.geo.mosaic import (
-    MosaicGrid, build_mosaic, chunks_touched, edge_distance, merge_first, merge_layers, merge_max, merge_mean,
-    mosaic_grid, store_grid,
-)
+from geoseg_batch.geo.merge import edge_distance, merge_first, merge_layers, merge_max, merge_mean
+from geoseg_batch.geo.mosaic import build_mosaic
+from geoseg_batch.geo.sources import chunks_touched, mosaic_grid, store_grid
+from geoseg_batch.geo.target_grid import MosaicGrid
 from geoseg_batch.io.cog import write_cog
 from tests.helpers import local_client, make_bundle, write_scene
 

@@ -87,7 +87,7 @@ def test_mosaic_resolution_too_fine(tmp_path, inputs):
     assert 0.01 < proposed < 10, line
     # The proposed resolution is accepted (it would build; the check alone is run here)
     from geoseg_batch.config import MosaicJob
-    from geoseg_batch.geo.mosaic import grid_for, read_sources
+    from geoseg_batch.geo.sources import grid_for, read_sources
     from geoseg_batch.runs.mosaic import check_sizes
 
     job = MosaicJob(predictions=[inputs["pred"]], out=tmp_path / "x", resolution=proposed)

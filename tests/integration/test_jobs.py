@@ -103,7 +103,7 @@ def test_mosaic_job_tiny(tmp_path, capsys):
 def test_nightly_job_tiny_redoes_only_what_is_new(tmp_path, capsys):
     from rasterio.transform import from_origin
 
-    from geoseg_batch.geo.mosaic import chunks_touched
+    from geoseg_batch.geo.sources import chunks_touched
     from tests.helpers import make_bundle, write_scene
 
     bundle = make_bundle(tmp_path / "m.keras", bands=14)
@@ -148,6 +148,6 @@ def test_nightly_job_tiny_redoes_only_what_is_new(tmp_path, capsys):
 
 
 def mosaic_grid_of(mosaic_dir: Path):
-    from geoseg_batch.geo.mosaic import store_grid
+    from geoseg_batch.geo.sources import store_grid
 
     return store_grid(mosaic_dir / "mosaic.zarr")
