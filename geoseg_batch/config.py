@@ -24,6 +24,8 @@ PRECISION_HELP = ("the forward pass' compute precision: bfloat16 runs about 2-3x
                   "and on GPUs, with probabilities a few hundredths off float32's")
 WAIT_HELP = ("when another run is writing to out, wait for it (at most wait_timeout_s) instead of refusing; "
              "if it published this job's results (same settings and inputs), do nothing")
+OUT_HELP = ("output directory, or a prefix in object storage (s3://bucket/prefix: versions behind the pointer "
+            "object current.json)")
 WAIT_TIMEOUT_HELP = "how long wait waits for the run writing to out"
 ResamplingMethod = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]  # GDAL warp kernels
 
@@ -247,7 +249,7 @@ class PredictJob(StoreOutputs):
     scene_list: str | None = Field(None, description="a text file (or URL) of scene paths, one per line (relative "
                                                      "to it)", json_schema_extra={"metavar": "FILE"})
     model: Path = Field(description="model bundle (.keras)")
-    out: Path
+    out: str = Field(description=OUT_HELP)
     stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
                                                     "blended")
     tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
@@ -272,7 +274,7 @@ class PredictJob(StoreOutputs):
     storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
 
-    _scene_locations = field_validator("scenes", "scene_list", mode="before")(_locations)
+    _scene_locations = field_validator("scenes", "scene_list", "out", mode="before")(_locations)
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:

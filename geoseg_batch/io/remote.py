@@ -180,7 +180,7 @@ def object_info(url: str, settings: CloudSettings) -> dict[str, Any]:
     (403) and for a store that cannot be reached; each a one-line message naming ``url``.
     """
     fs = settings.filesystem(split(url)[0])
-    with _store_errors(url, settings):
+    with store_errors(url, settings):
         info = fs.info(fsspec_path(url))
     if info.get("type") == "directory":
         raise MissingInputError(f"{url}: a prefix (folder), not an object; name a file or a glob pattern")
@@ -191,14 +191,14 @@ def expand(pattern: str, settings: CloudSettings) -> list[str]:
     """The URLs matching the glob ``pattern`` (``s3://bucket/incoming/*.tif``), sorted."""
     scheme = split(pattern)[0]
     fs = settings.filesystem(scheme)
-    with _store_errors(pattern, settings):
+    with store_errors(pattern, settings):
         return sorted(as_url(scheme, match) for match in fs.glob(fsspec_path(pattern)))
 
 
 def read_text(url: str, settings: CloudSettings) -> str:
     """The text of the object at ``url`` (a scene list)."""
     fs = settings.filesystem(split(url)[0])
-    with _store_errors(url, settings):
+    with store_errors(url, settings):
         return fs.cat_file(fsspec_path(url)).decode()
 
 
@@ -212,7 +212,7 @@ def object_checksum(url: str, settings: CloudSettings) -> str:
 
 
 @contextlib.contextmanager
-def _store_errors(url: str, settings: CloudSettings) -> Iterator[None]:
+def store_errors(url: str, settings: CloudSettings) -> Iterator[None]:
     """Turn fsspec/botocore errors while touching ``url`` into the one-line errors of :func:`object_info`."""
     try:
         yield
