@@ -105,6 +105,14 @@ def _locations(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def _writable(value: str) -> str:
+    """``value`` unchanged when results can be written there (a path, or an s3/gs/az URL naming a prefix)."""
+    from geoseg_batch.io.urls import output_location
+
+    output_location(value)
+    return value
+
+
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
@@ -275,6 +283,7 @@ class PredictJob(StoreOutputs):
     cluster: ClusterSpec = ClusterSpec()
 
     _scene_locations = field_validator("scenes", "scene_list", "out", mode="before")(_locations)
+    _writable_out = field_validator("out")(_writable)
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:

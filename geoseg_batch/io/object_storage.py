@@ -84,9 +84,12 @@ class ObjectStorage:
         return self.cloud.filesystem(path.scheme)
 
     def exists(self, path: ObjectPath) -> bool:
-        """Whether ``path`` is an object or a prefix holding objects."""
+        """Whether ``path`` is an object or a prefix holding objects (asked of the store, not of a cached listing:
+        workers elsewhere write)."""
+        fs = self.fs(path)
         with store_errors(str(path), self.cloud):
-            return bool(self.fs(path).exists(path.key))
+            fs.invalidate_cache(path.key)
+            return bool(fs.exists(path.key))
 
     def read_text(self, path: ObjectPath) -> str:
         """The text of the object at ``path``."""

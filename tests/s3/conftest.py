@@ -156,3 +156,10 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """The server, named by ``AWS_ENDPOINT_URL`` (as a user points every AWS tool at it) for one test."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     return s3_server
+
+
+@pytest.fixture(autouse=True)
+def _working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own temporary working directory: a run writing to s3:// keeps its log file in
+    ``./.geoseg-batch-logs``, which must not land in the checkout."""
+    monkeypatch.chdir(tmp_path)

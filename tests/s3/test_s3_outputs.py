@@ -130,3 +130,168 @@ def test_pointer_names_the_newest_of_three_versions(tmp_path, s3_env, bundle):
     versions = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_env.bucket}/results/inc/versions", refresh=True))
     assert versions == sorted(seen[-3:]), "the 3 newest versions are kept"
     assert pointer["history"] == seen[::-1][:3]
+
+
+class PointerPoller:
+    """Reads ``OUT/current.json`` every few milliseconds in a thread and checks that the version it names is
+    complete: its manifest is there, every output the manifest lists is there, no completion record is."""
+
+    def __init__(self, fs, out_key: str) -> None:
+        import threading
+
+        self.fs, self.out_key = fs, out_key
+        self.seen: list[str] = []
+        self.problems: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> PointerPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                pointer = json.loads(self.fs.cat_file(f"{self.out_key}/{POINTER_NAME}"))
+            except FileNotFoundError:
+                continue
+            if not self.seen or self.seen[-1] != pointer["version"]:
+                self.seen.append(pointer["version"])
+                self._check(ObjectPath(pointer["url"]))
+
+    def _check(self, version: ObjectPath) -> None:
+        self.fs.invalidate_cache()  # s3fs caches listings
+        try:
+            manifest = json.loads(self.fs.cat_file(f"{version.key}/manifest.json"))
+        except FileNotFoundError:
+            self.problems.append(f"{version}: no manifest")
+            return
+        for entry in manifest["outputs"]:
+            for key in ("zarr", "mask_cog", "probability_cog"):
+                path = ObjectPath(entry[key]).key + ("/.zmetadata" if key == "zarr" else "")
+                if not self.fs.exists(path):
+                    self.problems.append(f"{version}: {key} missing")
+        if self.fs.exists(f"{version.key}/.done"):
+            self.problems.append(f"{version}: completion records published")
+
+
+def _predict_command(scene: str, bundle: Path, out: str, tile: int, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", scene, "--model", str(bundle),
+            "--out", out, "--tile", str(tile), "--workers", "1", *extra]
+
+
+def _records(fs, out_key: str) -> int:
+    fs.invalidate_cache()  # s3fs caches listings
+    return len(fs.glob(f"{out_key}/versions/*/.done/scene/*"))
+
+
+@pytest.mark.slow
+def test_killed_client_resumes_on_s3_and_readers_never_see_a_partial_version(tmp_path, s3_env, bundle):
+    import signal
+    import time
+
+    scene = s3_env.upload(write_scene(tmp_path / "scene.tif", (768, 768), bands=3), "kill/scene.tif")
+    out = f"s3://{s3_env.bucket}/results/killed"
+    out_key = ObjectPath(out).key
+    fs = CloudSettings.of().filesystem("s3")
+    with PointerPoller(fs, out_key) as poller:
+        first = subprocess.run(_predict_command(scene, bundle, out, 128), capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr
+        # The client process and its embedded cluster die together, as when a terminal is closed.
+        process = subprocess.Popen(_predict_command(scene, bundle, out, 64, "--overwrite"), start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=(tmp_path / "killed.err").open("w"))
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None and _records(fs, out_key) < 20:
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        done_before = _records(fs, out_key)
+        assert 20 <= done_before < 144, (tmp_path / "killed.err").read_text()
+        assert len(poller.seen) == 1, "the killed run published nothing"
+        assert fs.exists(f"{out_key}/.lease.json"), "the killed run's lease is left behind"
+        rerun = subprocess.run(_predict_command(scene, bundle, out, 64, "--overwrite"), capture_output=True,
+                               text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        time.sleep(0.2)
+    assert len(poller.seen) == 2 and not poller.problems, poller.problems
+    assert "taking over the lock" in rerun.stderr or not fs.exists(f"{out_key}/.lease.json")
+    version = ObjectPath(json.loads(fs.cat_file(f"{out_key}/{POINTER_NAME}"))["url"])
+    summary = json.loads(fs.cat_file(f"{version.key}/manifest.json"))["summary"]
+    assert summary["tiles_total"] == 144 and summary["tiles_resumed"] >= done_before
+    assert summary["tiles_computed"] + summary["tiles_skipped"] == 144 - summary["tiles_resumed"] < 144
+    clean = tmp_path / "clean"
+    done = subprocess.run(_predict_command(str(tmp_path / "scene.tif"), bundle, str(clean), 64), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    options = CloudSettings.of().storage_options()
+    expected, got = _arrays(str(clean / "scene.zarr")), _arrays(f"{version}/scene.zarr", options)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    CloudSettings.of().apply()
+    for cog in ("scene_mask.tif", "scene_probabilities.tif"):
+        with rasterio.open(clean / cog) as a, rasterio.open(f"/vsis3/{version.key}/{cog}") as b:
+            np.testing.assert_array_equal(a.read(), b.read(), err_msg=cog)
+
+
+def _refused(capsys, *args: str) -> str:
+    import time
+
+    started = time.perf_counter()
+    code = main(["predict", *args, "--workers", "1", "--tile", "64"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2, line
+    assert line.startswith("geoseg-batch: error: ") and time.perf_counter() - started < 30, line
+    return line
+
+
+def test_bad_output_locations_fail_in_one_line_and_publish_nothing(tmp_path, s3_env, bundle, capsys, monkeypatch):
+    import socket
+
+    scene = str(write_scene(tmp_path / "s.tif", (64, 64)))
+    fs = CloudSettings.of().filesystem("s3")
+    line = _refused(capsys, scene, "--model", str(bundle), "--out", "s3://no-such-bucket/out")
+    assert "s3://no-such-bucket/out" in line and "no such bucket" in line
+    with socket.socket() as probe:  # a port nothing listens on: bound, read, closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    line = _refused(capsys, scene, "--model", str(bundle), "--out", f"s3://{s3_env.bucket}/results/unreachable",
+                    "--endpoint-url", f"http://127.0.0.1:{port}")
+    assert "cannot be reached" in line and f"127.0.0.1:{port}" in line
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong/secret/wrong/secret")
+    line = _refused(capsys, scene, "--model", str(bundle), "--out", f"s3://{s3_env.bucket}/results/denied")
+    assert "access denied" in line and "403" in line and "wrong/secret" not in line
+    fs.invalidate_cache()
+    assert not fs.exists(f"{s3_env.bucket}/results/unreachable") and not fs.exists(f"{s3_env.bucket}/results/denied")
+
+
+def test_https_output_is_refused(tmp_path, bundle, capsys):
+    line = _refused(capsys, str(write_scene(tmp_path / "s.tif", (64, 64))), "--model", str(bundle),
+                    "--out", "https://example.invalid/out")
+    assert "read-only" in line
+
+
+def test_no_secret_in_any_object_or_file_written(tmp_path, s3_env, bundle, capsys):
+    secret = s3_env.secret_key
+    scene = s3_env.upload(write_scene(tmp_path / "scene.tif", (96, 96)), "secret-out/scene.tif")
+    out = f"s3://{s3_env.bucket}/results/secret"
+    assert main(["-v", "predict", scene, "--model", str(bundle), "--out", out, "--workers", "1",
+                 "--tile", "64"]) == 0
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err and "predict:" in captured.err
+    fs = CloudSettings.of().filesystem("s3")
+    fs.invalidate_cache()
+    objects = fs.find(f"{s3_env.bucket}/results/secret")
+    assert any(o.endswith("manifest.json") for o in objects) and any(o.endswith(POINTER_NAME) for o in objects)
+    for key in objects:
+        assert secret.encode() not in fs.cat_file(key), key
+    logs = list(Path(".geoseg-batch-logs").glob("s3-scenes-results-secret*.log"))
+    assert logs, "the run's log file is checked too"
+    for path in logs:
+        assert secret.encode() not in path.read_bytes()
