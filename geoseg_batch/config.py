@@ -105,6 +105,14 @@ def _locations(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def _local_directory(value: Any) -> Any:
+    """``value`` unchanged unless it is a URL: this job's ``out`` is a local (or mounted) directory."""
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(f"got {value!r}; this job writes to a local (or mounted) directory; predict and mosaic "
+                         "write to object storage (s3://...): give a local path")
+    return value
+
+
 def _writable(value: str) -> str:
     """``value`` unchanged when results can be written there (a path, or an s3/gs/az URL naming a prefix)."""
     from geoseg_batch.io.urls import output_location
@@ -188,6 +196,7 @@ class TrainJob(Spec):
     kind: Literal["train"] = "train"
     name: str = "train"
     out: Path
+    _local_out = field_validator("out", mode="before")(_local_directory)
     data: DataSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
@@ -226,6 +235,7 @@ class EvaluateJob(Spec):
     model: Path = Field(description="model bundle (.keras)")
     data: Path = Field(description="Landslide4Sense directory or shard directory")
     out: Path
+    _local_out = field_validator("out", mode="before")(_local_directory)
     split: SplitName = Field("all", description="'all' chips, or the bundle's own train/val/test split")
     fill_nan: float | None = Field(None, description="replace NaN/inf pixels with this value instead of failing",
                                    json_schema_extra={"metavar": "V"})
@@ -358,6 +368,7 @@ class DemoJob(Spec):
     kind: Literal["demo"] = "demo"
     name: str = "demo"
     out: Path = Field(Path("demo_out"), description="output directory")
+    _local_out = field_validator("out", mode="before")(_local_directory)
     chips: int = Field(384, ge=16)
     size: int = Field(64, ge=16)
     bands: int = Field(14, ge=1)
