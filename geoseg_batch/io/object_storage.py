@@ -262,14 +262,7 @@ class ObjectRecord:
 
     def create(self, text: str) -> bool:
         """PUT the record unless an object is there (``If-None-Match: *``)."""
-        try:
-            answer = self.fs.pipe_file(self.path.key, text.encode(), mode="create")
-        except Exception as error:
-            if _precondition_failed(error):
-                return False
-            raise
-        self._etag = (answer or {}).get("ETag")
-        return True
+        return self._put(text, mode="create")
 
     def read(self) -> str | None:
         """The record's text; None when there is none."""
@@ -280,8 +273,12 @@ class ObjectRecord:
 
     def replace(self, text: str) -> bool:
         """PUT ``text`` over the record if it is still the one this holder wrote (``If-Match``)."""
+        return self._put(text, **({"IfMatch": self._etag} if self._etag else {}))
+
+    def _put(self, text: str, **conditions: str) -> bool:
+        """PUT ``text`` under ``conditions``; whether the store took it (False: a condition failed)."""
         try:
-            answer = self.fs.pipe_file(self.path.key, text.encode(), **self._if_match())
+            answer = self.fs.pipe_file(self.path.key, text.encode(), **conditions)
         except Exception as error:
             if _precondition_failed(error):
                 return False
@@ -319,10 +316,6 @@ class ObjectRecord:
             return float(self.fs.info(self.path.key, refresh=True)["LastModified"].timestamp())
         except FileNotFoundError:
             return 0.0
-
-    def _if_match(self) -> dict[str, str]:
-        """``{"IfMatch": etag}`` of the object this holder wrote last (empty before its first write)."""
-        return {"IfMatch": self._etag} if self._etag else {}
 
     def _delete(self, etag: str | None) -> None:
         """DeleteObject, conditional on ``etag`` where given."""

@@ -19,22 +19,7 @@ from geoseg_batch.io.object_storage import POINTER_NAME, current_version
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.urls import ObjectPath
 
-from tests.helpers import SHARED_DATA, make_bundle, write_scene
-
-RGB = SHARED_DATA / "landsat_rgb" / "RGB.byte.tif"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "m.keras", bands=3)
-
-
-@pytest.fixture(scope="module")
-def scene_file(tmp_path_factory) -> Path:
-    """The real Landsat RGB sample where it is present, else a synthetic 3-band scene of about its size."""
-    if RGB.exists():
-        return RGB
-    return write_scene(tmp_path_factory.mktemp("scene") / "RGB.byte.tif", (718, 791), bands=3)
+from tests.helpers import write_scene
 
 
 def _arrays(store: str, options: dict | None = None) -> dict[str, np.ndarray]:
