@@ -103,6 +103,16 @@ def _locations(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def _bundle_location(value: Any) -> Any:
+    """A bundle's location as a job holds it: a URL as given, a path as pathlib spells it (``./m.keras`` is
+    ``m.keras``: the spelling content keys were made from before URLs)."""
+    from geoseg_batch.io.urls import is_url, location
+
+    if not isinstance(value, (str, Path)):
+        return value
+    return location(value) if is_url(str(value)) or "://" in str(value) else str(Path(value))
+
+
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
@@ -246,7 +256,8 @@ class PredictJob(StoreOutputs):
                               json_schema_extra={"positional": True, "metavar": "SCENE"})
     scene_list: str | None = Field(None, description="a text file (or URL) of scene paths, one per line (relative "
                                                      "to it)", json_schema_extra={"metavar": "FILE"})
-    model: Path = Field(description="model bundle (.keras)")
+    model: str = Field(description="model bundle (.keras): a file or a URL (s3://bucket/m.keras)",
+                       json_schema_extra={"metavar": "BUNDLE"})
     out: Path
     stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
                                                     "blended")
@@ -273,6 +284,7 @@ class PredictJob(StoreOutputs):
     cluster: ClusterSpec = ClusterSpec()
 
     _scene_locations = field_validator("scenes", "scene_list", mode="before")(_locations)
+    _model_location = field_validator("model", mode="before")(_bundle_location)
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:
