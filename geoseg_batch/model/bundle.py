@@ -124,7 +124,7 @@ def read_metadata(path: Location, cloud: CloudSettings | None = None) -> BundleM
 
 def _metadata_of(source: Path | BinaryIO, name: str) -> BundleMetadata:
     """The metadata of the bundle in ``source`` (a path or a seekable file object), called ``name`` in errors."""
-    if not zipfile.is_zipfile(source):
+    if not _is_zip(source):
         raise BundleError(f"{name}: not a model bundle (not a .keras archive); pass the .keras file written by "
                           "`geoseg-batch train`")
     with zipfile.ZipFile(source) as archive:
@@ -137,6 +137,15 @@ def _metadata_of(source: Path | BinaryIO, name: str) -> BundleMetadata:
     if payload.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{name}: bundle format_version {payload.get('format_version')}; expected {FORMAT_VERSION}")
     return BundleMetadata.from_dict(payload)
+
+
+def _is_zip(source: Path | BinaryIO) -> bool:
+    """Whether ``source`` holds a zip archive (an object shorter than a zip's end record: no; s3fs raises
+    ValueError for the seek before its start where a local file raises OSError)."""
+    try:
+        return zipfile.is_zipfile(source)
+    except ValueError:
+        return False
 
 
 def load_bundle(path: Path | str) -> Bundle:

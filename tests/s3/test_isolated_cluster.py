@@ -4,11 +4,12 @@
 (its cwd and its TMPDIR, so its scratch space and spill go there); the scene and the model bundle are on
 the loopback S3 server only; the workers get the AWS credentials from their environment and the endpoint
 from the job (``--endpoint-url``), never from their environment. The results must equal, bitwise, those
-of the embedded local cluster.
+of the embedded local cluster with the bundle as a local file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -150,7 +151,8 @@ def test_predict_on_workers_without_the_clients_disk(tmp_path, s3_server, isolat
     out = results / "external"
     served_before = s3_server.served("isolated/m.keras")
     client_files = _tree(tmp_path)
-    common = ["--quiet", "predict", scene, "--model", bundle, "--endpoint-url", s3_server.endpoint, "--tile", "256"]
+    common = ["--quiet", "predict", scene, "--model", bundle, "--endpoint-url", s3_server.endpoint, "--tile", "256",
+              "--no-cog"]
     assert main([*common, "--out", str(out), "--scheduler", isolated_cluster.address]) == 0
 
     assert _model_origins(isolated_cluster.address) == {"url"}  # each worker fetched the bundle itself
@@ -160,13 +162,19 @@ def test_predict_on_workers_without_the_clients_disk(tmp_path, s3_server, isolat
     assert {cwd for cwd, _, _ in places.values()} == homes
     for cwd, tmp, scratch in places.values():  # spill and scratch files go to the worker's own directory
         assert tmp == cwd and Path(scratch).is_relative_to(cwd), (cwd, tmp, scratch)
-    assert not list(Path(cwd).rglob("geoseg-bundle-*")), "the fetched bundle is removed once loaded"
+    for home in homes:
+        assert not list(Path(home).rglob("geoseg-bundle-*")), "the fetched bundle is removed once loaded"
     new = _tree(tmp_path) - client_files
     assert all(p == "results" or p.startswith(("results/external", "results/.geoseg-batch-logs")) for p in new), \
         sorted(new)  # no worker wrote anything outside --out (and the client only its log)
     assert not list(client_tmp.iterdir())
 
-    local = results / "local"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["model"] == bundle and manifest["checksums"][bundle].startswith("etag:")
+
+    local, copy = results / "local", inputs / "m.keras"  # the reference: the embedded cluster, the bundle a file
+    s3_server.client().download_file(s3_server.bucket, "isolated/m.keras", str(copy))
+    common[common.index(bundle)] = str(copy)
     assert main([*common, "--out", str(local), "--workers", "1"]) == 0
     expected, got = _arrays(local / "RGB.byte.zarr"), _arrays(out / "RGB.byte.zarr")
     assert expected.keys() == got.keys() and {"mask", "probabilities"} <= set(got)
