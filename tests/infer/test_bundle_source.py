@@ -53,3 +53,25 @@ def test_a_large_bundle_missing_on_a_worker_names_the_fix(tmp_path, monkeypatch)
             pass
     line = str(raised.value)
     assert "\n" not in line and "worker tcp://10.0.0.7:4000" in line and "s3://" in line, line
+
+
+def test_register_model_sends_bytes_only_to_a_cluster_this_process_did_not_start(tmp_path, client):
+    from distributed import Client
+
+    from geoseg_batch.infer.predictor import register_model
+    from geoseg_batch.io.publish import checksums
+    from tests.helpers import make_bundle
+
+    bundle = make_bundle(tmp_path / "m.keras", depth=2)
+    digest = checksums([bundle])[str(bundle)]
+
+    def origins(dask_worker) -> list[str]:
+        return [p.origin for n, p in dask_worker.plugins.items() if n.startswith("geoseg-model-")]
+
+    ref = register_model(client, bundle, digest)  # the cluster of client.cluster: the same disk
+    assert ref.bundle == str(bundle.resolve())
+    assert set(sum(client.run(origins).values(), [])) == {"path"}
+    with Client(client.scheduler.address, timeout=30) as existing:  # an existing scheduler's workers
+        assert register_model(existing, bundle, digest) == ref
+        assert set(sum(existing.run(origins).values(), [])) == {"bytes"}
+    assert client.submit(lambda: ref.get().metadata.bands, pure=False).result() == 3  # loaded on the worker

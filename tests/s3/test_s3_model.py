@@ -97,3 +97,26 @@ def test_a_worker_refuses_a_bundle_replaced_after_the_run_read_it(tmp_path, s3_s
     with pytest.raises(BundleError, match="changed after this run read it"):
         with source.local_file(tmp_path):
             pass
+
+
+def test_validate_checks_a_bundle_url(tmp_path, s3_server, bundle, capsys):
+    import yaml
+
+    url = s3_server.upload(bundle, "models/validate.keras")
+    scene = write_scene(tmp_path / "v.tif", (64, 64))
+    job = {"kind": "predict", "scenes": [str(scene)], "model": url, "out": str(tmp_path / "out"),
+           "storage": {"endpoint_url": s3_server.endpoint}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    assert main(["validate", str(path)]) == 0
+    path.write_text(yaml.safe_dump({**job, "model": f"s3://{s3_server.bucket}/models/gone.keras"}))
+    assert main(["validate", str(path)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model: s3://scenes/models/gone.keras: no such object" in line, line
+
+
+def test_a_model_url_of_an_unknown_protocol_is_refused_by_the_schema(tmp_path, capsys):
+    scene = write_scene(tmp_path / "v.tif", (64, 64))
+    assert main(["predict", str(scene), "--model", "ftp://host/m.keras", "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ftp://host/m.keras" in line and "unsupported protocol" in line, line
