@@ -98,9 +98,26 @@ def isolated_cluster(s3_server, tmp_path_factory) -> Iterator[IsolatedCluster]:
         _stopped(processes)
 
 
-def _arrays(store: Path) -> dict[str, np.ndarray]:
-    group = zarr.open_group(str(store), mode="r")
+def _options(location: str, endpoint: str) -> dict:
+    """fsspec's storage options for ``location``: the S3 server's for a URL, none for a local path."""
+    from geoseg_batch.io.remote import CloudSettings
+    from geoseg_batch.io.urls import is_url
+
+    return CloudSettings(endpoint_url=endpoint).storage_options() if is_url(location) else {}
+
+
+def _arrays(store: str, endpoint: str) -> dict[str, np.ndarray]:
+    """The arrays of the zarr store at ``store`` (a local path or an s3:// URL)."""
+    group = zarr.open_group(store, mode="r", storage_options=_options(store, endpoint) or None)
     return {name: np.asarray(array[...]) for name, array in group.arrays()}
+
+
+def _manifest(out: str, endpoint: str) -> dict:
+    """The manifest of the output at ``out`` (a local path or an s3:// URL)."""
+    import fsspec
+
+    with fsspec.open(f"{out}/manifest.json", "r", **_options(out, endpoint)) as handle:
+        return json.load(handle)
 
 
 def _tree(root: Path) -> set[str]:
@@ -146,14 +163,15 @@ def test_predict_on_workers_without_the_clients_disk(tmp_path, s3_server, isolat
     for path in inputs.iterdir():
         path.unlink()
     results = tmp_path / "results"
-    # TODO(--out s3://): once predict publishes to object storage, make this the one-line change
-    #   out = f"s3://{s3_server.bucket}/isolated/out"   (and read the zarr stores below from there)
-    out = results / "external"
+    # TODO(--out s3://): once predict publishes to object storage, replace this line by
+    #   out = f"s3://{s3_server.bucket}/isolated/out"
+    # (everything below reads the outputs through fsspec, from a local path or a URL alike)
+    out = str(results / "external")
     served_before = s3_server.served("isolated/m.keras")
     client_files = _tree(tmp_path)
     common = ["--quiet", "predict", scene, "--model", bundle, "--endpoint-url", s3_server.endpoint, "--tile", "256",
               "--no-cog"]
-    assert main([*common, "--out", str(out), "--scheduler", isolated_cluster.address]) == 0
+    assert main([*common, "--out", out, "--scheduler", isolated_cluster.address]) == 0
 
     assert _model_origins(isolated_cluster.address) == {"url"}  # each worker fetched the bundle itself
     assert s3_server.served("isolated/m.keras") - served_before >= 2 * bundle_size
@@ -169,14 +187,15 @@ def test_predict_on_workers_without_the_clients_disk(tmp_path, s3_server, isolat
         sorted(new)  # no worker wrote anything outside --out (and the client only its log)
     assert not list(client_tmp.iterdir())
 
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = _manifest(out, s3_server.endpoint)
     assert manifest["config"]["model"] == bundle and manifest["checksums"][bundle].startswith("etag:")
 
     local, copy = results / "local", inputs / "m.keras"  # the reference: the embedded cluster, the bundle a file
     s3_server.client().download_file(s3_server.bucket, "isolated/m.keras", str(copy))
     common[common.index(bundle)] = str(copy)
     assert main([*common, "--out", str(local), "--workers", "1"]) == 0
-    expected, got = _arrays(local / "RGB.byte.zarr"), _arrays(out / "RGB.byte.zarr")
+    expected = _arrays(str(local / "RGB.byte.zarr"), s3_server.endpoint)
+    got = _arrays(f"{out}/RGB.byte.zarr", s3_server.endpoint)
     assert expected.keys() == got.keys() and {"mask", "probabilities"} <= set(got)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
@@ -191,4 +210,4 @@ def test_a_local_bundle_travels_to_the_workers_as_bytes(tmp_path, s3_server, iso
     assert main(["--quiet", "predict", scene, "--model", str(bundle), "--endpoint-url", s3_server.endpoint,
                  "--tile", "64", "--no-cog", "--out", str(out), "--scheduler", isolated_cluster.address]) == 0
     assert "bytes" in _model_origins(isolated_cluster.address)  # not read from the client's path
-    assert _arrays(out / "small.zarr")["mask"].shape == (96, 80)
+    assert _arrays(str(out / "small.zarr"), s3_server.endpoint)["mask"].shape == (96, 80)
