@@ -49,7 +49,10 @@ def test_metadata_and_checksum_of_a_bundle_url(s3_server, bundle):
 
     url = s3_server.upload(bundle, "models/m.keras")
     cloud = CloudSettings(endpoint_url=s3_server.endpoint)
+    before = s3_server.served("models/m.keras")
     assert read_metadata(url, cloud) == read_metadata(bundle)
+    fetched = s3_server.served("models/m.keras") - before
+    assert 0 < fetched < bundle.stat().st_size / 4, "the zip's directory and one member, not the whole bundle"
     head = s3_server.client().head_object(Bucket=s3_server.bucket, Key="models/m.keras")
     assert checksums([url], cloud) == {url: f"etag:{head['ETag'].strip(chr(34))}:{bundle.stat().st_size}"}
 
