@@ -121,6 +121,16 @@ def _writable(value: str) -> str:
     return value
 
 
+def _bundle_location(value: Any) -> Any:
+    """A bundle's location as a job holds it: a URL as given, a path as pathlib spells it (``./m.keras`` is
+    ``m.keras``: the spelling content keys were made from before URLs)."""
+    from geoseg_batch.io.urls import is_url, location
+
+    if not isinstance(value, (str, Path)):
+        return value
+    return location(value) if is_url(str(value)) or "://" in str(value) else str(Path(value))
+
+
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
@@ -266,7 +276,8 @@ class PredictJob(StoreOutputs):
                               json_schema_extra={"positional": True, "metavar": "SCENE"})
     scene_list: str | None = Field(None, description="a text file (or URL) of scene paths, one per line (relative "
                                                      "to it)", json_schema_extra={"metavar": "FILE"})
-    model: Path = Field(description="model bundle (.keras)")
+    model: str = Field(description="model bundle (.keras): a file or a URL (s3://bucket/m.keras)",
+                       json_schema_extra={"metavar": "BUNDLE"})
     out: str = Field(description=OUT_HELP)
     stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
                                                     "blended")
@@ -294,6 +305,7 @@ class PredictJob(StoreOutputs):
 
     _scene_locations = field_validator("scenes", "scene_list", "out", mode="before")(_locations)
     _writable_out = field_validator("out")(_writable)
+    _model_location = field_validator("model", mode="before")(_bundle_location)
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:

@@ -17,6 +17,7 @@ import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -200,6 +201,24 @@ def read_text(url: str, settings: CloudSettings) -> str:
     fs = settings.filesystem(split(url)[0])
     with store_errors(url, settings):
         return fs.cat_file(fsspec_path(url)).decode()
+
+
+@contextlib.contextmanager
+def opened(url: str, settings: CloudSettings) -> Iterator[Any]:
+    """A seekable binary file object of the object at ``url``, read in ranges as it is read (a zip's directory
+    and one member: a few requests, not the whole object); the one-line errors of :func:`object_info`."""
+    fs = settings.filesystem(split(url)[0])
+    with _store_errors(url, settings), fs.open(fsspec_path(url), "rb") as handle:
+        yield handle
+
+
+def download(url: str, settings: CloudSettings, path: Path) -> Path:
+    """``path``, holding a copy of the object at ``url`` (written under a temporary name, then renamed)."""
+    fs = settings.filesystem(split(url)[0])
+    partial = path.with_name(f".{path.name}.partial")
+    with _store_errors(url, settings):
+        fs.get_file(fsspec_path(url), str(partial))
+    return partial.replace(path)
 
 
 def object_checksum(url: str, settings: CloudSettings) -> str:

@@ -52,7 +52,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
-    metadata = read_metadata(job.model)
+    metadata = read_metadata(job.model, CloudSettings.of(job.storage))  # a URL: before any cluster
     plans = plan_scenes(job, metadata)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
@@ -62,7 +62,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s, storage))  # before any work
         if client is None and job.cluster.scheduler:
             client = _existing_cluster(job, metadata, plans, running)
-        model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
+        model_checksum = checksums([job.model], CloudSettings.of(job.storage))  # first: names the model plugin
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running, storage)
         plans = keyed(plans, job, model_checksum, sums)

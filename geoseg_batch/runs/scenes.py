@@ -150,6 +150,7 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
     checksum is ``model_digest``) registered."""
     from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, cluster_gpus, connect
     from geoseg_batch.infer.predictor import register_model
+    from geoseg_batch.io.remote import CloudSettings
 
     started = time.perf_counter()
     with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
@@ -157,7 +158,7 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
         if job.gpu and not gpus:  # model tasks asking for GPU=1 would wait for such a worker forever
             raise ConfigError("gpu: true (--gpu), but no worker of the cluster advertises a GPU (resources GPU=1); "
                               "start GPU workers (`dask cuda worker` / cluster.gpus), or drop --gpu")
-        ref = register_model(active, job.model, model_digest, job.precision)
+        ref = register_model(active, job.model, model_digest, job.precision, CloudSettings.of(job.storage))
         yield ModelSession(active, ref, job.gpu if job.gpu is not None else gpus > 0, started)
 
 
