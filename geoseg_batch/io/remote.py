@@ -208,7 +208,7 @@ def opened(url: str, settings: CloudSettings) -> Iterator[Any]:
     """A seekable binary file object of the object at ``url``, read in ranges as it is read (a zip's directory
     and one member: a few requests, not the whole object); the one-line errors of :func:`object_info`."""
     fs = settings.filesystem(split(url)[0])
-    with _store_errors(url, settings), fs.open(fsspec_path(url), "rb") as handle:
+    with store_errors(url, settings), fs.open(fsspec_path(url), "rb") as handle:
         yield handle
 
 
@@ -216,7 +216,7 @@ def download(url: str, settings: CloudSettings, path: Path) -> Path:
     """``path``, holding a copy of the object at ``url`` (written under a temporary name, then renamed)."""
     fs = settings.filesystem(split(url)[0])
     partial = path.with_name(f".{path.name}.partial")
-    with _store_errors(url, settings):
+    with store_errors(url, settings):
         fs.get_file(fsspec_path(url), str(partial))
     return partial.replace(path)
 

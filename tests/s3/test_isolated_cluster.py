@@ -1,8 +1,8 @@
-"""predict on an external cluster that shares no disk with the client: the inputs only in object storage.
+"""predict on an external cluster that shares no disk with the client: the inputs and outputs only in object storage.
 
 `dask scheduler` and two `dask worker` processes run on 127.0.0.1, each in a fresh directory of its own
 (its cwd and its TMPDIR, so its scratch space and spill go there); the scene and the model bundle are on
-the loopback S3 server only; the workers get the AWS credentials from their environment and the endpoint
+the loopback S3 server only, and so are the results; the workers get the AWS credentials from their environment and the endpoint
 from the job (``--endpoint-url``), never from their environment. The results must equal, bitwise, those
 of the embedded local cluster with the bundle as a local file.
 """
