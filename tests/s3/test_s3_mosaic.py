@@ -127,3 +127,13 @@ def test_files_key_of_a_store_on_s3_reads_no_chunk(tmp_path, s3_env):
     assert files_key(url) == key
     fs.pipe_file(f"{s3_env.bucket}/keyed/bare.zarr/mask/0.0", b"other bytes")
     assert files_key(url) != key
+
+
+def test_mosaic_of_an_empty_prefix_is_one_line(tmp_path, s3_env, capsys):
+    """A prediction prefix holding nothing: exit 2 and one line naming it, before anything is written."""
+    missing = f"s3://{s3_env.bucket}/no-predictions-here"
+    out = f"s3://{s3_env.bucket}/mosaics/never"
+    assert main(["mosaic", missing, "--out", out, "--workers", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and missing in error[0] and "not a predict output" in error[0]
+    assert current_version(ObjectPath(out)) is None
