@@ -153,7 +153,8 @@ def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, clien
            **options: Any) -> JobResult:
     """Reproject and merge predict outputs onto one grid (a zarr store and mask/probability COGs); returns the result.
 
-    ``predictions``: predict output directories (their manifest lists the scenes' stores).
+    ``predictions``: predict outputs (directories, or ``s3://`` prefixes read through their pointer; their manifest
+    lists the scenes' stores) or zarr stores; ``out`` a directory or an ``s3://`` prefix.
     ``options``: any MosaicJob field by its keyword (``crs``, ``resolution``, ``bounds``, ``merge``, ``chunk``, ...).
     """
     return run_job(_job(MosaicJob, {"predictions": _paths(predictions), "out": out, **options}, "mosaic"), client)

@@ -10,6 +10,10 @@ curved edges stay inside). The chunks a source *touches* are those its footprint
 whose window in the source (:func:`chunk_source_window`, grown by :data:`SOURCE_MARGIN`
 pixels) is not empty. :func:`mosaic_grid` derives a target grid from the sources (CRS,
 resolution, bounds: what is not given), on odc-geo's ``GeoBox.from_bbox``.
+
+A store may be in object storage (``s3://bucket/.../scene.zarr``): it is read through fsspec
+with the :class:`~geoseg_batch.io.remote.CloudSettings` it was named with, which the
+:class:`SourceStore` keeps (plain data), so the chunk tasks that read it on the workers do too.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from geoseg_batch.errors import ConfigError, MissingInputError
 from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest
 from geoseg_batch.io.state import STATE_NAME, RunState
 from geoseg_batch.io.storage import storage_for
-from geoseg_batch.io.urls import Location, ObjectPath, Output, name, output_location
+from geoseg_batch.io.urls import Location, ObjectPath, Output, is_url, name, output_location
 
 if TYPE_CHECKING:
     from geoseg_batch.io.remote import CloudSettings
@@ -71,8 +71,8 @@ def _location(where: Output) -> Location:
 def files_key(path: Location, cloud: CloudSettings | None = None) -> str:
     """A content key of the tree at ``path`` from its files' names, sizes and modification times; in object
     storage from its objects' names, sizes and ETags (listed, not read)."""
-    if isinstance(path, str) and "://" in path:
-        return combined_digest({"files": json.dumps(_object_stats(path, cloud))})
+    if is_url(str(path)):
+        return combined_digest({"files": json.dumps(_object_stats(str(path), cloud))})
     root = Path(path)
     stats = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
     return combined_digest({"files": json.dumps(stats)})
