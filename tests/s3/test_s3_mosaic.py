@@ -72,6 +72,8 @@ def test_nightly_pipeline_on_s3_redoes_only_what_is_new(tmp_path, s3_env, bundle
     mosaic_v1, mosaic = _manifest(f"{root}/mosaic")
     assert predicted["summary"]["scenes_predicted"] == 2 and mosaic["summary"]["chunks_total"] == 20
     assert mosaic["outputs"][0]["zarr"] == f"{mosaic_v1}/mosaic.zarr"
+    workers = mosaic["summary"]["chunks_per_worker"]  # chunks read and written on the cluster's workers
+    assert workers and all(address.startswith("tcp://") for address in workers), workers
     options = CloudSettings.of().storage_options()
     first = _arrays(f"{mosaic_v1}/mosaic.zarr", options)
 
@@ -93,7 +95,11 @@ def test_nightly_pipeline_on_s3_redoes_only_what_is_new(tmp_path, s3_env, bundle
     assert fs.exists(f"{mosaic_v2.key}/report.html") and fs.exists(f"{mosaic_v2.key}/mosaic_mask.tif")
     history = [p for p in fs.ls(f"{s3_env.bucket}/nightly/history/history", refresh=True) if p.endswith(".json")]
     assert len(history) == 2
-    assert fs.exists(f"{s3_env.bucket}/nightly/history/report.html")
+    report = fs.cat_file(f"{s3_env.bucket}/nightly/history/report.html").decode()
+    mosaic_images = len(fs.glob(f"{mosaic_v2.key}/report/*.png"))
+    predict_images = len(fs.glob(f"{pred_v2.key}/report/*.png"))
+    assert mosaic_images >= 1 and predict_images >= 3
+    assert report.count("data:image/png;base64,") == mosaic_images + predict_images, "the steps' quicklooks"
     assert fs.exists(f"{s3_env.bucket}/nightly/history/manifest.json")
 
     # the same predictions, downloaded and mosaicked locally: bitwise the incremental S3 mosaic
