@@ -264,6 +264,7 @@ class StoreOutputs(Spec):
     overwrite: bool = False
     wait: bool = Field(False, description=WAIT_HELP)
     wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
+    storage: StorageSpec = StorageSpec()
 
 
 class PredictJob(StoreOutputs):
@@ -300,7 +301,6 @@ class PredictJob(StoreOutputs):
                                                  "new or changed scenes; publish a new version of out atomically")
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
-    storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
 
     _scene_locations = field_validator("scenes", "scene_list", "out", mode="before")(_locations)
@@ -329,9 +329,10 @@ class MosaicJob(StoreOutputs):
 
     kind: Literal["mosaic"] = "mosaic"
     name: str = "mosaic"
-    predictions: list[Path] = Field(min_length=1, description="predict output directories (or their zarr stores)",
+    predictions: list[str] = Field(min_length=1, description="predict outputs (directories or s3:// prefixes) or "
+                                                             "their zarr stores",
                                    json_schema_extra={"positional": True, "metavar": "PREDICTION_DIR"})
-    out: Path
+    out: str = Field(description=OUT_HELP)
     crs: str | None = Field(None, description="target CRS, e.g. EPSG:32633 (default: the first scene's)")
     resolution: float | None = Field(None, gt=0, description="pixel size in target CRS units (default: the finest)")
     bounds: tuple[float, float, float, float] | None = Field(
@@ -344,6 +345,8 @@ class MosaicJob(StoreOutputs):
                                                  "or gone since the last run; publish atomically")
     cluster: ClusterSpec = ClusterSpec()
 
+    _mosaic_locations = field_validator("predictions", "out", mode="before")(_locations)
+
 
 StepJob = Annotated[Union[TrainJob, EvaluateJob, PredictJob, MosaicJob], Field(discriminator="kind")]
 
@@ -353,25 +356,37 @@ class PipelineJob(Spec):
 
     kind: Literal["pipeline"] = "pipeline"
     name: str = "pipeline"
-    out: Path = Field(description="run history: one JSON record per run in out/history/")
+    out: str = Field(description="run history: one JSON record per run in out/history/ (a directory, or a prefix "
+                                 "in object storage: s3://bucket/prefix)")
     steps: list[StepJob] = Field(min_length=1)
+    storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
+
+    _history_location = field_validator("out", mode="before")(_locations)
 
     @model_validator(mode="after")
     def _outputs_apart(self) -> PipelineJob:
-        """Steps write to their own directories (steps may live inside the pipeline's out, not in each other)."""
-        outs = [(f"steps[{n}].out", Path(step.out).resolve()) for n, step in enumerate(self.steps)]
+        """Steps write to their own locations (steps may live inside the pipeline's out, not in each other)."""
+        from geoseg_batch.io.urls import within
+
+        outs = [(f"steps[{n}].out", step.out) for n, step in enumerate(self.steps)]
         for i, (name_a, a) in enumerate(outs):
             for name_b, b in outs[i + 1:]:
-                if a == b or a in b.parents or b in a.parents:
-                    raise ValueError(f"{name_a} ({a}) and {name_b} ({b}) overlap; give each step its own "
-                                     "output directory")
-        history = Path(self.out).resolve()
+                if within(a, b) or within(b, a):
+                    raise ValueError(f"{name_a} ({_shown(a)}) and {name_b} ({_shown(b)}) overlap; give each step its "
+                                     "own output directory")
         for name, step_out in outs:
-            if history == step_out or step_out in history.parents:
-                raise ValueError(f"out ({history}) is inside {name} ({step_out}); keep the run history apart from "
-                                 "what steps publish")
+            if within(self.out, step_out):
+                raise ValueError(f"out ({_shown(self.out)}) is inside {name} ({_shown(step_out)}); keep the run "
+                                 "history apart from what steps publish")
         return self
+
+
+def _shown(value: Path | str) -> str:
+    """A location as an error names it: a URL as it is, a path resolved."""
+    from geoseg_batch.io.urls import is_url
+
+    return str(value) if is_url(value) else str(Path(value).resolve())
 
 
 class DemoJob(Spec):

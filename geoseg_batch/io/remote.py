@@ -188,6 +188,16 @@ def object_info(url: str, settings: CloudSettings) -> dict[str, Any]:
     return info
 
 
+def require_prefix(url: str, settings: CloudSettings) -> None:
+    """Raise MissingInputError unless the prefix (folder) ``url`` holds objects (ConfigError: refused, unreachable)."""
+    fs = settings.filesystem(split(url)[0])
+    with store_errors(url, settings):
+        found = fs.exists(fsspec_path(url).rstrip("/"))
+    if not found:
+        raise MissingInputError(f"{url}: nothing there (no object under that prefix); give a predict --out prefix "
+                                "or a .zarr store that exists")
+
+
 def expand(pattern: str, settings: CloudSettings) -> list[str]:
     """The URLs matching the glob ``pattern`` (``s3://bucket/incoming/*.tif``), sorted."""
     scheme = split(pattern)[0]

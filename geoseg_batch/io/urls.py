@@ -112,6 +112,21 @@ def sibling(base: Location, relative: str) -> Location:
     return Path(base).parent / relative
 
 
+def location_parts(value: Location | str) -> tuple[str, ...]:
+    """``value``'s components, to compare locations: ``("s3://", "bucket", "a", "b")`` for ``s3://bucket/a/b``,
+    the resolved path's parts (``("/", "home", ...)``) for a local path."""
+    if is_url(value):
+        scheme, rest = split(str(value))
+        return (f"{scheme}://", *[part for part in posixpath.normpath("/" + rest).split("/") if part])
+    return Path(value).resolve().parts
+
+
+def within(inner: Location | str, outer: Location | str) -> bool:
+    """Whether ``inner`` is ``outer`` or lies inside it (both local paths, or both URLs of one store)."""
+    inner_parts, outer_parts = location_parts(inner), location_parts(outer)
+    return inner_parts[:len(outer_parts)] == outer_parts
+
+
 class ObjectPath:
     """An object-storage location used like a :class:`~pathlib.Path`: ``/`` joins keys, ``name`` and ``parent``
     as for a path; ``str()`` is the URL. Not path-like (no ``__fspath__``): code that would open it as a local

@@ -87,9 +87,7 @@ class ZarrTarget:
 
     def exists(self) -> bool:
         """Whether the store is there."""
-        if is_url(self.path):
-            return bool(self._filesystem().exists(split(self.path)[1]))
-        return Path(self.path).exists()
+        return store_exists(self.path, self.cloud)
 
     def storage_options(self) -> dict[str, Any] | None:
         """What zarr and xarray open the store with: fsspec's storage options for a URL; None for a path."""
@@ -121,6 +119,17 @@ def encoded_probabilities(probabilities: np.ndarray, valid: np.ndarray, binary: 
         return np.where(valid, values, np.float32(np.nan)).astype(np.float32)
     scaled = np.round(np.clip(values, 0.0, 1.0) * PROBABILITY_SCALE).astype(np.uint8)
     return np.where(valid, scaled, np.uint8(PROBABILITY_NODATA_UINT8))
+
+
+def store_exists(path: Any, cloud: CloudSettings | None = None) -> bool:
+    """Whether a store (a local directory, or objects under a URL prefix, asked with ``cloud``) is at ``path``."""
+    if not is_url(str(path)):
+        return Path(path).exists()
+    from geoseg_batch.io.remote import CloudSettings, store_errors
+
+    settings = cloud or CloudSettings.of()
+    with store_errors(str(path), settings):
+        return bool(settings.filesystem(split(str(path))[0]).exists(split(str(path))[1]))
 
 
 def zarr_storage_options(path: Any, cloud: CloudSettings | None) -> dict[str, Any] | None:
