@@ -132,9 +132,8 @@ class Publication:
         """The manifest ``out`` holds when it records this publication's run key (the same job on the same
         inputs, published); None otherwise, and always for an incremental publication (whose run, when nothing
         changed, reuses everything and publishes a version of its own, with its own record)."""
-        current = None if self.key is None or self.incremental else self.storage.current(self.out)
-        path = None if current is None else current / MANIFEST_NAME
-        if path is None or not self.storage.exists(path):
+        path = self.finished_manifest()
+        if path is None:
             return None
         try:
             payload = json.loads(self.storage.read_text(path))
@@ -142,6 +141,13 @@ class Publication:
             return None
         return payload if isinstance(payload, dict) and payload.get("summary", {}).get("run_key") == self.key \
             else None
+
+    def finished_manifest(self) -> Any | None:
+        """Where the current results' manifest is (in object storage: in the version the pointer names); None
+        when nothing is published, and for an incremental publication."""
+        current = None if self.key is None or self.incremental else self.storage.current(self.out)
+        path = None if current is None else current / MANIFEST_NAME
+        return path if path is not None and self.storage.exists(path) else None
 
     @property
     def previous_state(self) -> RunState:

@@ -72,7 +72,7 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
         publication = Publication(out, key, incremental=job.incremental, overwrite=job.overwrite, lease=lease,
                                   storage=storage)
         if job.wait and (done := publication.finished()) is not None:
-            return finished_result("mosaic", out, done)
+            return finished_result("mosaic", out, done, publication.finished_manifest())
         if client is None and job.cluster.scheduler:  # an existing cluster: its workers' limits are known once
             if not job.incremental:  # connected, and checked before anything is written
                 storage.require_free(out, job.overwrite)

@@ -69,7 +69,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         publication = Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite,
                                   lease=lease, storage=storage)
         if job.wait and (done := publication.finished()) is not None:
-            return finished_result("predict", out, done)
+            return finished_result("predict", out, done, publication.finished_manifest())
         with publication, PeakMemory() as memory:
             reused = publication.previous_state.reusable_scenes(scene_keys(plans))
             for plan in plans:

@@ -280,3 +280,14 @@ def test_no_secret_in_any_object_or_file_written(tmp_path, s3_env, bundle, capsy
     assert logs, "the run's log file is checked too"
     for path in logs:
         assert secret.encode() not in path.read_bytes()
+
+
+def test_wait_on_s3_finds_the_published_run_and_does_nothing(tmp_path, s3_env, bundle):
+    from geoseg_batch import predict_scene
+
+    scene = s3_env.upload(write_scene(tmp_path / "w.tif", (64, 64)), "wait/w.tif")
+    out = f"s3://{s3_env.bucket}/results/wait"
+    first = predict_scene([scene], model=str(bundle), out=out, tile=64, cog=False, workers=1)
+    again = predict_scene([scene], model=str(bundle), out=out, tile=64, cog=False, workers=1, wait=True)
+    assert again.summary["already_done"] and str(again.manifest) == str(first.manifest)
+    assert str(again.manifest).startswith(f"{out}/versions/") and str(again.manifest).endswith("manifest.json")
