@@ -16,7 +16,7 @@ from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publication import Publication, output_lease
 from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.remote import CloudSettings
-from geoseg_batch.io.storage import storage_for
+from geoseg_batch.io.storage import Storage, storage_for
 from geoseg_batch.io.urls import gdal_path, is_url, location, output_location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult, finished_result
@@ -52,17 +52,17 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
-    metadata = read_metadata(job.model, CloudSettings.of(job.storage))  # a URL: before any cluster
+    out, cloud = output_location(job.out), CloudSettings.of(job.storage)
+    metadata = read_metadata(job.model, cloud)  # a URL: before any cluster
     plans = plan_scenes(job, metadata)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
-    out, cloud = output_location(job.out), CloudSettings.of(job.storage)
     storage = storage_for(out, cloud)
     with translated_os_errors(out), contextlib.ExitStack() as running:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s, storage))  # before any work
         if client is None and job.cluster.scheduler:
-            client = _existing_cluster(job, metadata, plans, running)
-        model_checksum = checksums([job.model], CloudSettings.of(job.storage))  # first: names the model plugin
+            client = _existing_cluster(job, metadata, plans, storage, running)
+        model_checksum = checksums([job.model], cloud)  # first: names the model plugin
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running, storage)
         plans = keyed(plans, job, model_checksum, sums)
@@ -97,15 +97,14 @@ def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
     return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
 
 
-def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan],
+def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], storage: Storage,
                       running: contextlib.ExitStack) -> Any:
     """A client on ``job.cluster.scheduler``, connected on ``running`` once ``out`` is known free: the workers'
     memory limits are known only then, and the job's sizes are checked against them before anything is written."""
     from geoseg_batch.cluster import connect
 
     if not job.incremental:
-        storage_for(output_location(job.out), CloudSettings.of(job.storage)).require_free(output_location(job.out),
-                                                                                          job.overwrite)
+        storage.require_free(output_location(job.out), job.overwrite)
     client = running.enter_context(connect(job.cluster))
     check_sizes(job, metadata, plans, client)
     return client
