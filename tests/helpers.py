@@ -6,6 +6,9 @@ Imported as ``from tests.helpers import ...``; fixtures live in the conftest fil
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +96,18 @@ def whole_scene_pass(bundle: Path, scene: Path, resampled=None) -> np.ndarray:
     padded = np.zeros((round_up(rows, m), round_up(cols, m), normalized.shape[-1]), np.float32)
     padded[:rows, :cols] = normalized
     return np.asarray(loaded.model(padded[None], training=False))[0, :rows, :cols]
+
+
+def stop_process_groups(processes: list[subprocess.Popen]) -> None:
+    """Stop ``processes`` (each its own process group): SIGTERM, then SIGKILL for any still running after 20 s."""
+    for process in processes[::-1]:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from geoseg_batch.cli import main
-from tests.helpers import make_bundle, write_scene
+from tests.helpers import make_bundle, write_scene, stop_process_groups
 
 DASK = str(Path(sys.executable).with_name("dask"))
 
@@ -50,16 +49,7 @@ def external_cluster(tmp_path_factory):
             workers = sorted(client.scheduler_info()["workers"])
         yield address, workers
     finally:
-        for process in processes[::-1]:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_process_groups(processes)
 
 
 @pytest.mark.cluster

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from geoseg_batch.io.object_storage import current_version
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.urls import ObjectPath
 
-from tests.helpers import SHARED_DATA, make_bundle, write_scene
+from tests.helpers import SHARED_DATA, make_bundle, stop_process_groups, write_scene
 
 DASK = Path(sys.executable).with_name("dask")
 REPO = Path(__file__).resolve().parents[2]
@@ -58,21 +57,6 @@ def _isolated_environment(home: Path) -> dict[str, str]:
     return {**env, "TMPDIR": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
 
 
-def _stopped(processes: list[subprocess.Popen]) -> None:
-    """Stop ``processes`` (each its own process group): SIGTERM, then SIGKILL for any still running after 20 s."""
-    for process in processes[::-1]:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def isolated_cluster(s3_server, tmp_path_factory) -> Iterator[IsolatedCluster]:
     """A scheduler and two workers on 127.0.0.1, each started in (cwd, TMPDIR) a fresh directory of its own."""
@@ -98,7 +82,7 @@ def isolated_cluster(s3_server, tmp_path_factory) -> Iterator[IsolatedCluster]:
             client.wait_for_workers(2, timeout=60)
         yield IsolatedCluster(address, homes)
     finally:
-        _stopped(processes)
+        stop_process_groups(processes)
 
 
 def _options(location: str, endpoint: str) -> dict:
