@@ -1,9 +1,10 @@
 """``bench predict --scene-url``: the same scene predicted from object storage and from the local disk, side by side.
 
 One run, the two sides interleaved (remote, local, local, remote, ...) over ``repeats``
-rounds, each a fresh ``geoseg-batch predict`` subprocess on an embedded LocalCluster, so
-both see the same machine. The figure is the median of each side's Mpx/s (the run's own
-``mpx_per_s``; end to end beside it) and their ratio remote/local. ``--scene-url loopback``
+rounds after one local warm-up run (cold caches: not counted), each a fresh
+``geoseg-batch predict`` subprocess on an embedded LocalCluster, so both see the same
+machine. The figure is the median of each side's Mpx/s (the run's own ``mpx_per_s``; end
+to end beside it) and their ratio remote/local. ``--scene-url loopback``
 starts moto's S3 server on 127.0.0.1 (a free port) in this process, uploads the scene
 (``--scene``, or the bench's synthetic one) and reads it back from there, with fake keys
 given only to the bench's subprocesses; the bytes and GET requests that server served
@@ -37,6 +38,7 @@ def bench_scene_url(json_path: str | Path, scene_url: str, scene: str | Path | N
                     precision: str = "float32", repeats: int = 3) -> dict[str, Any]:
     """Remote vs local predict of one scene (medians over ``repeats`` interleaved rounds); the figures, also
     written to ``json_path``. ``scene_url``: an s3:// (or other GDAL-readable) URL, or ``"loopback"``."""
+    sides = _interleaved(repeats)
     if scene_url != LOOPBACK and not is_url(scene_url):
         raise ConfigError(f"--scene-url: got {scene_url!r}; expected a URL such as s3://bucket/scene.tif, or "
                           f"{LOOPBACK!r} for a moto S3 server started on 127.0.0.1 by the bench")
@@ -56,11 +58,12 @@ def bench_scene_url(json_path: str | Path, scene_url: str, scene: str | Path | N
         bundle = _bench_bundle(root / "model.keras", layout["bands"], depth, base_filters)
         settings = {"tile": tile, "stitch": stitch, "batch_size": batch_size, "workers": workers,
                     "precision": precision}
+        warmup = _one_run("local", local, bundle, root / "warmup", settings, env, store)  # cold caches: not counted
         runs = [_one_run(side, url if side == "remote" else local, bundle, root / f"out_{n}", settings, env, store)
-                for n, side in enumerate(_interleaved(repeats))]
+                for n, side in enumerate(sides)]
     figures = {"scene_url": url if store is None else f"{LOOPBACK} (moto on 127.0.0.1) {url}", **layout,
                **settings, "depth": depth, "base_filters": base_filters, "repeats": repeats,
-               **_medians(runs), "runs": runs}
+               **_medians([warmup, *runs]), "warmup_run": warmup, "runs": runs}
     write_json(json_path, figures)
     return figures
 
@@ -141,8 +144,8 @@ def _mask_digest(out: Path) -> str:
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each side's median speeds, the ratio remote/local (overall and per round), fetched bytes, and whether
-    every run wrote the same mask."""
-    side = {name: [r for r in runs if r["side"] == name] for name in ("remote", "local")}
+    every run (the warm-up first, not in the medians) wrote the same mask."""
+    side = {name: [r for r in runs[1:] if r["side"] == name] for name in ("remote", "local")}
     figures: dict[str, Any] = {}
     for name, mine in side.items():
         figures[f"{name}_mpx_per_s"] = statistics.median(r["mpx_per_s"] for r in mine)

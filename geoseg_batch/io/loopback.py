@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc]
     the tests measure is what went over the wire (a window read must not fetch the whole object).
     """
 
-    def __init__(self, ip_address: str, port: int) -> None:
+    def __init__(self, ip_address: str, port: int, direct_ranges: bool = False) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self.served: collections.Counter[str] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
+        self.direct_ranges = direct_ranges
 
     def _server_entry(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -41,10 +43,12 @@ class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc]
         app = DomainDispatcherApplication(create_backend_app)
 
         def counting(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            body = app(environ, start_response)
             if environ["REQUEST_METHOD"] != "GET":
-                return body
-            chunks = list(body)
+                return app(environ, start_response)
+            ranged = _ranged_get(environ) if self.direct_ranges else None
+            if ranged is not None:
+                start_response(*ranged[:2])
+            chunks = [ranged[2]] if ranged is not None else list(app(environ, start_response))
             self.served[environ.get("PATH_INFO", "")] += sum(len(c) for c in chunks)
             self.requests[environ.get("PATH_INFO", "")] += 1
             return chunks
@@ -52,6 +56,41 @@ class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc]
         self._server = make_server(self._ip_address, self._port, counting, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
+
+
+RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+def _ranged_get(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+    """(status, headers, body) of a path-style GET of one byte range of an existing object, read from the
+    object's buffer; None for anything else (moto answers it).
+
+    moto itself reads the whole object for every ranged GET, under the object's lock (its
+    range handler slices ``key.value``): a window of a 700 MB scene then costs a 700 MB read
+    at the server, one request at a time, which no real store does. Only the bench's server
+    (no authentication) answers ranges here; the tests' server is moto's alone.
+    """
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    found = RANGE.match(environ.get("HTTP_RANGE", ""))
+    bucket_name, _, name = environ.get("PATH_INFO", "").lstrip("/").partition("/")
+    if found is None or environ.get("QUERY_STRING") or not name:
+        return None
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets.get(bucket_name)
+    key = bucket.keys.get(name) if bucket is not None else None
+    begin = int(found.group(1))
+    if key is None or begin >= key.size:
+        return None
+    end = min(int(found.group(2) or key.size - 1), key.size - 1)
+    with key.lock:  # the buffer's position is shared (moto's own reads take this lock too)
+        etag = key.etag
+        key._value_buffer.seek(begin)
+        body = key._value_buffer.read(end - begin + 1)
+    headers = [("Content-Type", "binary/octet-stream"), ("Content-Length", str(len(body))),
+               ("Content-Range", f"bytes {begin}-{end}/{key.size}"), ("ETag", etag),
+               ("Last-Modified", key.last_modified_RFC1123), ("Accept-Ranges", "bytes")]
+    return "206 Partial Content", headers, body
 
 
 @dataclass(frozen=True)
@@ -93,10 +132,11 @@ def fake_environment(endpoint: str, home: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def loopback_store(bucket: str = "geoseg-bench") -> Iterator[LoopbackStore]:
-    """A moto server on 127.0.0.1 (free port) with ``bucket`` made, stopped on exit."""
+def loopback_store(bucket: str = "geoseg-bench", direct_ranges: bool = True) -> Iterator[LoopbackStore]:
+    """A moto server on 127.0.0.1 (free port) with ``bucket`` made, stopped on exit; ``direct_ranges``: ranged
+    GETs read only their range (:func:`_ranged_get`)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise, on stderr
-    server = CountingMotoServer(ip_address="127.0.0.1", port=0)
+    server = CountingMotoServer(ip_address="127.0.0.1", port=0, direct_ranges=direct_ranges)
     server.start()
     try:
         host, port = server.get_host_and_port()
