@@ -43,6 +43,7 @@ class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc]
         app = DomainDispatcherApplication(create_backend_app)
 
         def counting(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            """moto's answer (or :func:`_ranged_get`'s), its GET bytes and requests counted."""
             if environ["REQUEST_METHOD"] != "GET":
                 return app(environ, start_response)
             ranged = _ranged_get(environ) if self.direct_ranges else None
