@@ -21,7 +21,7 @@ from geoseg_batch.data.pack import PackResult
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.data.synthetic import SynthResult
 from geoseg_batch.errors import ConfigError, MissingInputError
-from geoseg_batch.io.urls import is_url
+from geoseg_batch.io.urls import is_url, within
 from geoseg_batch.options import job_options, section_defaults
 from geoseg_batch.options import overrides as _overrides
 from geoseg_batch.runs import JobResult, run_job
@@ -153,7 +153,8 @@ def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, clien
            **options: Any) -> JobResult:
     """Reproject and merge predict outputs onto one grid (a zarr store and mask/probability COGs); returns the result.
 
-    ``predictions``: predict output directories (their manifest lists the scenes' stores).
+    ``predictions``: predict outputs (directories, or ``s3://`` prefixes read through their pointer; their manifest
+    lists the scenes' stores) or zarr stores; ``out`` a directory or an ``s3://`` prefix.
     ``options``: any MosaicJob field by its keyword (``crs``, ``resolution``, ``bounds``, ``merge``, ``chunk``, ...).
     """
     return run_job(_job(MosaicJob, {"predictions": _paths(predictions), "out": out, **options}, "mosaic"), client)
@@ -171,14 +172,14 @@ def validate(job: str | Path) -> AnyJob:
         except MissingInputError as exc:
             raise MissingInputError(f"{job}: {prefix}{exc}") from None
         for key, path in inputs:
-            if is_url(path):  # an object: asked of its store (one-line errors for missing, refused, unreachable)
-                _require_object(path, step, f"{job}: {prefix}{key}: ")
+            if any(within(path, p) for p in produced):
                 continue
-            made_earlier = any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in produced)
-            if not made_earlier and not Path(path).exists():
+            if is_url(path):  # asked of its store (one-line errors for missing, refused, unreachable)
+                _require_object(path, step, f"{job}: {prefix}{key}: ")
+            elif not Path(path).exists():
                 raise MissingInputError(f"{job}: {prefix}{key}: {path} does not exist; fix the path (relative paths "
                                         "are taken from the current directory)")
-        produced.append(Path(step.out).resolve())
+        produced.append(step.out)
     return spec
 
 
@@ -186,13 +187,17 @@ def _require_object(url: Path | str, step: AnyJob, prefix: str) -> None:
     """Raise (MissingInputError, ConfigError) unless the object at ``url`` exists, asked with ``step``'s storage
     settings; the message starts with ``prefix``."""
     from geoseg_batch.errors import GeosegError
-    from geoseg_batch.io.remote import CloudSettings, object_info
+    from geoseg_batch.io.remote import CloudSettings, object_info, require_prefix
     from geoseg_batch.io.urls import READ_ONLY, protocol
 
     if protocol(url) in READ_ONLY:
         return
+    cloud = CloudSettings.of(getattr(step, "storage", None))
     try:
-        object_info(str(url), CloudSettings.of(getattr(step, "storage", None)))
+        if isinstance(step, MosaicJob):  # a predict output prefix or a zarr store: a prefix holding objects
+            require_prefix(str(url), cloud)
+        else:
+            object_info(str(url), cloud)
     except GeosegError as exc:
         raise type(exc)(f"{prefix}{exc}") from None
 

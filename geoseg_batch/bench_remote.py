@@ -27,7 +27,7 @@ from typing import Any
 from geoseg_batch.bench import _bench_bundle, _bench_scene, _pipeline_run
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import write_json
-from geoseg_batch.io.urls import fsspec_path, is_url, split
+from geoseg_batch.io.urls import fsspec_path, is_url
 
 LOOPBACK = "loopback"
 
@@ -53,7 +53,7 @@ def bench_scene_url(json_path: str | Path, scene_url: str, scene: str | Path | N
             url, env = store.upload(local), {**_without_aws(os.environ), **store.environment}
         else:
             store, url, env = None, scene_url, dict(os.environ)
-            local = _download(scene_url, root / "local" / Path(fsspec_path(scene_url)).name)
+            local = _local_copy(scene_url, root / "local")
         layout = _layout(local)
         bundle = _bench_bundle(root / "model.keras", layout["bands"], depth, base_filters)
         settings = {"tile": tile, "stitch": stitch, "batch_size": batch_size, "workers": workers,
@@ -94,15 +94,14 @@ def _without_aws(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in AWS_ENVIRONMENT}
 
 
-def _download(url: str, path: Path) -> Path:
-    """The object at ``url`` copied to ``path`` (the local side's same bytes)."""
-    from geoseg_batch.io.remote import CloudSettings, object_info
+def _local_copy(url: str, folder: Path) -> Path:
+    """The object at ``url`` downloaded into ``folder`` under its own name (the local side's same bytes)."""
+    from geoseg_batch.io.remote import CloudSettings, download, object_info
 
     settings = CloudSettings.of()
     object_info(url, settings)  # a missing key or refused credentials: the store's one-line error
-    path.parent.mkdir(parents=True)
-    settings.filesystem(split(url)[0]).get_file(fsspec_path(url), str(path))
-    return path
+    folder.mkdir(parents=True)
+    return download(url, settings, folder / Path(fsspec_path(url)).name)
 
 
 def _layout(path: Path) -> dict[str, Any]:

@@ -24,6 +24,8 @@ PRECISION_HELP = ("the forward pass' compute precision: bfloat16 runs about 2-3x
                   "and on GPUs, with probabilities a few hundredths off float32's")
 WAIT_HELP = ("when another run is writing to out, wait for it (at most wait_timeout_s) instead of refusing; "
              "if it published this job's results (same settings and inputs), do nothing")
+OUT_HELP = ("output directory, or a prefix in object storage (s3://bucket/prefix: versions behind the pointer "
+            "object current.json)")
 WAIT_TIMEOUT_HELP = "how long wait waits for the run writing to out"
 ResamplingMethod = Literal["nearest", "bilinear", "cubic", "lanczos", "average"]  # GDAL warp kernels
 
@@ -103,6 +105,32 @@ def _locations(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def _local_directory(value: Any) -> Any:
+    """``value`` unchanged unless it is a URL: this job's ``out`` is a local (or mounted) directory."""
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(f"got {value!r}; this job writes to a local (or mounted) directory; predict and mosaic "
+                         "write to object storage (s3://...): give a local path")
+    return value
+
+
+def _writable(value: str) -> str:
+    """``value`` unchanged when results can be written there (a path, or an s3/gs/az URL naming a prefix)."""
+    from geoseg_batch.io.urls import output_location
+
+    output_location(value)
+    return value
+
+
+def _bundle_location(value: Any) -> Any:
+    """A bundle's location as a job holds it: a URL as given, a path as pathlib spells it (``./m.keras`` is
+    ``m.keras``: the spelling content keys were made from before URLs)."""
+    from geoseg_batch.io.urls import is_url, location
+
+    if not isinstance(value, (str, Path)):
+        return value
+    return location(value) if is_url(str(value)) or "://" in str(value) else str(Path(value))
+
+
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
@@ -178,6 +206,7 @@ class TrainJob(Spec):
     kind: Literal["train"] = "train"
     name: str = "train"
     out: Path
+    _local_out = field_validator("out", mode="before")(_local_directory)
     data: DataSpec
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
@@ -216,6 +245,7 @@ class EvaluateJob(Spec):
     model: Path = Field(description="model bundle (.keras)")
     data: Path = Field(description="Landslide4Sense directory or shard directory")
     out: Path
+    _local_out = field_validator("out", mode="before")(_local_directory)
     split: SplitName = Field("all", description="'all' chips, or the bundle's own train/val/test split")
     fill_nan: float | None = Field(None, description="replace NaN/inf pixels with this value instead of failing",
                                    json_schema_extra={"metavar": "V"})
@@ -234,6 +264,7 @@ class StoreOutputs(Spec):
     overwrite: bool = False
     wait: bool = Field(False, description=WAIT_HELP)
     wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
+    storage: StorageSpec = StorageSpec()
 
 
 class PredictJob(StoreOutputs):
@@ -246,8 +277,9 @@ class PredictJob(StoreOutputs):
                               json_schema_extra={"positional": True, "metavar": "SCENE"})
     scene_list: str | None = Field(None, description="a text file (or URL) of scene paths, one per line (relative "
                                                      "to it)", json_schema_extra={"metavar": "FILE"})
-    model: Path = Field(description="model bundle (.keras)")
-    out: Path
+    model: str = Field(description="model bundle (.keras): a file or a URL (s3://bucket/m.keras)",
+                       json_schema_extra={"metavar": "BUNDLE"})
+    out: str = Field(description=OUT_HELP)
     stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
                                                     "blended")
     tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
@@ -269,10 +301,11 @@ class PredictJob(StoreOutputs):
                                                  "new or changed scenes; publish a new version of out atomically")
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
-    storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
 
-    _scene_locations = field_validator("scenes", "scene_list", mode="before")(_locations)
+    _scene_locations = field_validator("scenes", "scene_list", "out", mode="before")(_locations)
+    _writable_out = field_validator("out")(_writable)
+    _model_location = field_validator("model", mode="before")(_bundle_location)
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:
@@ -296,9 +329,10 @@ class MosaicJob(StoreOutputs):
 
     kind: Literal["mosaic"] = "mosaic"
     name: str = "mosaic"
-    predictions: list[Path] = Field(min_length=1, description="predict output directories (or their zarr stores)",
+    predictions: list[str] = Field(min_length=1, description="predict outputs (directories or s3:// prefixes) or "
+                                                             "their zarr stores",
                                    json_schema_extra={"positional": True, "metavar": "PREDICTION_DIR"})
-    out: Path
+    out: str = Field(description=OUT_HELP)
     crs: str | None = Field(None, description="target CRS, e.g. EPSG:32633 (default: the first scene's)")
     resolution: float | None = Field(None, gt=0, description="pixel size in target CRS units (default: the finest)")
     bounds: tuple[float, float, float, float] | None = Field(
@@ -311,6 +345,8 @@ class MosaicJob(StoreOutputs):
                                                  "or gone since the last run; publish atomically")
     cluster: ClusterSpec = ClusterSpec()
 
+    _mosaic_locations = field_validator("predictions", "out", mode="before")(_locations)
+
 
 StepJob = Annotated[Union[TrainJob, EvaluateJob, PredictJob, MosaicJob], Field(discriminator="kind")]
 
@@ -320,25 +356,37 @@ class PipelineJob(Spec):
 
     kind: Literal["pipeline"] = "pipeline"
     name: str = "pipeline"
-    out: Path = Field(description="run history: one JSON record per run in out/history/")
+    out: str = Field(description="run history: one JSON record per run in out/history/ (a directory, or a prefix "
+                                 "in object storage: s3://bucket/prefix)")
     steps: list[StepJob] = Field(min_length=1)
+    storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
+
+    _history_location = field_validator("out", mode="before")(_locations)
 
     @model_validator(mode="after")
     def _outputs_apart(self) -> PipelineJob:
-        """Steps write to their own directories (steps may live inside the pipeline's out, not in each other)."""
-        outs = [(f"steps[{n}].out", Path(step.out).resolve()) for n, step in enumerate(self.steps)]
+        """Steps write to their own locations (steps may live inside the pipeline's out, not in each other)."""
+        from geoseg_batch.io.urls import within
+
+        outs = [(f"steps[{n}].out", step.out) for n, step in enumerate(self.steps)]
         for i, (name_a, a) in enumerate(outs):
             for name_b, b in outs[i + 1:]:
-                if a == b or a in b.parents or b in a.parents:
-                    raise ValueError(f"{name_a} ({a}) and {name_b} ({b}) overlap; give each step its own "
-                                     "output directory")
-        history = Path(self.out).resolve()
+                if within(a, b) or within(b, a):
+                    raise ValueError(f"{name_a} ({_shown(a)}) and {name_b} ({_shown(b)}) overlap; give each step its "
+                                     "own output directory")
         for name, step_out in outs:
-            if history == step_out or step_out in history.parents:
-                raise ValueError(f"out ({history}) is inside {name} ({step_out}); keep the run history apart from "
-                                 "what steps publish")
+            if within(self.out, step_out):
+                raise ValueError(f"out ({_shown(self.out)}) is inside {name} ({_shown(step_out)}); keep the run "
+                                 "history apart from what steps publish")
         return self
+
+
+def _shown(value: Path | str) -> str:
+    """A location as an error names it: a URL as it is, a path resolved."""
+    from geoseg_batch.io.urls import is_url
+
+    return str(value) if is_url(value) else str(Path(value).resolve())
 
 
 class DemoJob(Spec):
@@ -347,6 +395,7 @@ class DemoJob(Spec):
     kind: Literal["demo"] = "demo"
     name: str = "demo"
     out: Path = Field(Path("demo_out"), description="output directory")
+    _local_out = field_validator("out", mode="before")(_local_directory)
     chips: int = Field(384, ge=16)
     size: int = Field(64, ge=16)
     bands: int = Field(14, ge=1)

@@ -64,7 +64,14 @@ _NATIVE_RECORD = re.compile(r"^[IWEF]\d{4} ")
 
 
 def log_path_for(out: str | Path) -> Path:
-    """The log file of a run writing to ``out``: ``.geoseg-batch-logs/OUT.log`` in OUT's parent directory."""
+    """The log file of a run writing to ``out``: ``.geoseg-batch-logs/OUT.log`` in OUT's parent directory; for an
+    ``out`` in object storage (``s3://bucket/a/b``), ``.geoseg-batch-logs/s3-bucket-a-b.log`` in the working
+    directory (a log is this machine's: it is not published with the results)."""
+    from geoseg_batch.io.urls import is_url, split
+
+    if is_url(str(out)):
+        scheme, rest = split(str(out))
+        return Path(LOG_DIR) / f"{scheme}-{rest.strip('/').replace('/', '-')}.log"
     out = Path(out)
     return out.parent / LOG_DIR / f"{out.name}.log"
 
@@ -84,14 +91,14 @@ def cluster_log_level() -> int:
     return logging.INFO if _active["file"] is not None or _active["loud"] else logging.ERROR
 
 
-def run_out(args: argparse.Namespace) -> Path | None:
+def run_out(args: argparse.Namespace) -> Path | str | None:
     """The output directory a parsed command line writes to, or None (info, validate, a job that fails to load).
 
     ``--out`` when given; for ``demo`` its default; for ``submit JOB`` / ``train JOB`` the job file's ``out``.
     """
     out = getattr(args, "out", None)
     if out:
-        return Path(out)
+        return out if isinstance(out, str) and "://" in out else Path(out)
     if args.command == "demo":
         from geoseg_batch.config import DemoJob
 
@@ -102,7 +109,8 @@ def run_out(args: argparse.Namespace) -> Path | None:
     from geoseg_batch.jobfile import load_job
 
     try:
-        return Path(load_job(job).out)
+        out = load_job(job).out
+        return out if isinstance(out, str) and "://" in out else Path(out)
     except Exception:  # the command itself reports a bad job file, in one line
         return None
 

@@ -38,7 +38,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,8 +49,12 @@ from geoseg_batch.geo.sources import (
     SourceStore, check_same_model, chunk_source_window, read_source, read_sources, touched_chunks,
 )
 from geoseg_batch.geo.target_grid import ChunkIndex, MosaicGrid, grid_differences, window_transform
-from geoseg_batch.io.zarr_store import MASK_NODATA, create_store
+from geoseg_batch.io.urls import is_url
+from geoseg_batch.io.zarr_store import MASK_NODATA, create_store, store_exists, zarr_storage_options
 from geoseg_batch.runtime import worker_address
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 __all__ = [
     "ChunkRecord", "Layer", "MosaicSummary", "build_mosaic", "check_existing_mosaic", "checked_chunks", "chunk_layers",
@@ -102,7 +106,7 @@ def read_layer(source: SourceStore, window: Window, picks: np.ndarray) -> Layer 
     # Read only the rows and columns sampled: a coarser mosaic skips most of the window.
     needed_rows, at_row = np.unique(rows, return_inverse=True)
     needed_cols, at_col = np.unique(cols, return_inverse=True)
-    group = zarr.open_group(source.path, mode="r")
+    group = zarr.open_group(source.path, mode="r", storage_options=source.storage_options())
     mask = np.full(picks.shape, MASK_NODATA, np.uint8)
     mask[reached] = group["mask"].oindex[needed_rows, needed_cols][at_row, at_col]
     probabilities = np.full((source.bands, *picks.shape), probability_nodata(source.probability_dtype),
@@ -137,8 +141,9 @@ def chunk_layers(sources: Sequence[SourceStore], grid: MosaicGrid, index: ChunkI
 
 
 def mosaic_chunk(index: ChunkIndex, sources: Sequence[SourceStore], grid: MosaicGrid, merge: str, out: str,
-                 zarr_format: int) -> ChunkRecord:
-    """Build chunk ``index`` of the mosaic at ``out`` from ``sources`` and write it (a Dask task)."""
+                 zarr_format: int, cloud: CloudSettings | None = None) -> ChunkRecord:
+    """Build chunk ``index`` of the mosaic at ``out`` (a URL: written with ``cloud``) from ``sources`` and write
+    it (a Dask task); what it did."""
     import zarr
 
     window = grid.chunk_window(index)
@@ -152,7 +157,7 @@ def mosaic_chunk(index: ChunkIndex, sources: Sequence[SourceStore], grid: Mosaic
         probabilities = np.full((like.bands, *window.shape), probability_nodata(like.probability_dtype),
                                 like.probability_dtype)
         mask = np.full(window.shape, MASK_NODATA, np.uint8)
-    group = zarr.open_group(out, mode="r+", zarr_format=zarr_format)
+    group = zarr.open_group(out, mode="r+", zarr_format=zarr_format, storage_options=zarr_storage_options(out, cloud))
     rows, cols = window.slices()
     group["mask"][rows, cols] = mask
     group["probabilities"][:, rows, cols] = probabilities
@@ -163,7 +168,7 @@ def mosaic_chunk(index: ChunkIndex, sources: Sequence[SourceStore], grid: Mosaic
 class MosaicSummary:
     """What :func:`build_mosaic` did."""
 
-    zarr: Path
+    zarr: Path | str  # a local path, or a URL
     grid: MosaicGrid
     merge: str
     stores: tuple[str, ...]
@@ -185,23 +190,26 @@ class MosaicSummary:
         }
 
 
-def create_mosaic_store(path: Path, grid: MosaicGrid, like: SourceStore, zarr_format: int = 2) -> None:
-    """An all-nodata store on ``grid`` with the classes, threshold and encoding of ``like``."""
+def create_mosaic_store(path: Path | str, grid: MosaicGrid, like: SourceStore, zarr_format: int = 2,
+                        cloud: CloudSettings | None = None) -> None:
+    """An all-nodata store on ``grid`` with the classes, threshold and encoding of ``like`` (a URL: written with
+    ``cloud``)."""
     create_store(path, grid.geobox, grid.chunk, like.classes, like.threshold,
-                 float_output=like.probability_dtype == "float32", zarr_format=zarr_format)
+                 float_output=like.probability_dtype == "float32", zarr_format=zarr_format, cloud=cloud)
 
 
-def check_existing_mosaic(path: Path, grid: MosaicGrid, like: SourceStore, zarr_format: int) -> None:
-    """Raise unless the store at ``path`` can take chunks of this mosaic."""
+def check_existing_mosaic(path: Path | str, grid: MosaicGrid, like: SourceStore, zarr_format: int,
+                          cloud: CloudSettings | None = None) -> None:
+    """Raise unless the store at ``path`` (a URL: read with ``cloud``) can take chunks of this mosaic."""
     import zarr
 
-    existing = read_source(path)
+    existing = read_source(path, cloud)
     differences = grid_differences(existing.grid, grid)
     if differences:
         raise DataError(f"{path}: the existing mosaic store is on another grid ({'; '.join(differences)}); "
                         f"write to a new path, delete it, or pass grid=store_grid({str(path)!r}) to update it")
     check_same_model(existing, like)
-    found = zarr.open_group(str(path), mode="r").metadata.zarr_format
+    found = zarr.open_group(str(path), mode="r", storage_options=existing.storage_options()).metadata.zarr_format
     if found != zarr_format:
         raise ConfigError(f"{path}: the existing mosaic store is zarr format {found}, zarr_format={zarr_format} "
                           f"was asked; pass zarr_format={found} or write to a new path")
@@ -218,16 +226,17 @@ def checked_chunks(grid: MosaicGrid, chunks: Collection[ChunkIndex]) -> list[Chu
     return wanted
 
 
-def build_mosaic(stores: Sequence[Path], out_zarr: Path, grid: MosaicGrid, merge: str = "max", *,
+def build_mosaic(stores: Sequence[Path | str], out_zarr: Path | str, grid: MosaicGrid, merge: str = "max", *,
                  chunks: Collection[ChunkIndex] | None = None, zarr_format: int = 2,
-                 client: Any | None = None) -> MosaicSummary:
+                 client: Any | None = None, cloud: CloudSettings | None = None) -> MosaicSummary:
     """Mosaic ``stores`` (in order: it matters to ``first`` and to ties) onto ``grid`` at ``out_zarr``.
 
     The store at ``out_zarr`` is created all nodata if it does not exist, else checked to be
     on ``grid`` with the sources' classes and encoding (an update). Only ``chunks`` are
     computed (default: every chunk a store touches), each from all ``stores``; others keep
     what they hold. One Dask task per chunk, on ``client`` if given (retried twice on
-    worker loss), else on Dask's threaded scheduler.
+    worker loss), else on Dask's threaded scheduler. Stores and ``out_zarr`` may be URLs (``s3://...``), read
+    and written with ``cloud`` (which the tasks carry); returns what was done.
     """
     import dask
     from dask.base import tokenize
@@ -237,19 +246,20 @@ def build_mosaic(stores: Sequence[Path], out_zarr: Path, grid: MosaicGrid, merge
         raise ConfigError(f"merge rule {merge!r} unknown; expected one of {', '.join(MERGE_RULES)}")
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format {zarr_format} unsupported; expected 2 (GDAL-readable) or 3")
-    sources = read_sources(stores)
+    sources = read_sources(stores, cloud)
     first = sources[0]
     if merge == "mean" and first.bands == 1 and first.threshold is None:
         raise DataError(f"{first.path}: no 'threshold' attribute on mask (written by an older predict), which merge "
                         f"'mean' needs to recompute the mask; re-run predict or use merge 'max' or 'first'")
     wanted = touched_chunks(grid, sources) if chunks is None else checked_chunks(grid, chunks)
-    out_zarr = Path(out_zarr)
-    if out_zarr.exists():
-        check_existing_mosaic(out_zarr, grid, first, zarr_format)
+    out_zarr = out_zarr if is_url(str(out_zarr)) else Path(out_zarr)
+    cloud = cloud if is_url(str(out_zarr)) else None
+    if store_exists(out_zarr, cloud):
+        check_existing_mosaic(out_zarr, grid, first, zarr_format, cloud)
     else:
-        create_mosaic_store(out_zarr, grid, first, zarr_format)
+        create_mosaic_store(out_zarr, grid, first, zarr_format, cloud)
     token = tokenize(str(out_zarr), grid, merge, [s.path for s in sources])
-    tasks = [dask.delayed(mosaic_chunk, pure=True)(index, sources, grid, merge, str(out_zarr), zarr_format,
+    tasks = [dask.delayed(mosaic_chunk, pure=True)(index, sources, grid, merge, str(out_zarr), zarr_format, cloud,
                                                    dask_key_name=f"mosaic-{token}-{index[0]}-{index[1]}")
              for index in wanted]
     log.info("mosaic: %d stores, %d of %d chunks (%s merge) -> %s", len(sources), len(tasks),

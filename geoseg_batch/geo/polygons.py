@@ -18,12 +18,17 @@ feature's class, 0..1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg_batch.geo.grid import Window, block_windows
+from geoseg_batch.io.storage import storage_for
+from geoseg_batch.io.urls import output_location
+from geoseg_batch.io.zarr_store import zarr_storage_options
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 # 4-connectivity (GDAL's polygonize default), as scipy.ndimage.label's structure.
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
@@ -45,15 +50,15 @@ class ChunkRegions:
 
 
 def chunk_regions(store: str, window: Window, index: tuple[int, int], mask_nodata: int,
-                  probability_scale: float | None) -> ChunkRegions:
+                  probability_scale: float | None, cloud: CloudSettings | None = None) -> ChunkRegions:
     """Label, polygonize and sum the regions of ``window`` of the store's mask (``probability_scale``:
-    what uint8 probabilities are divided by; None for float ones)."""
+    what uint8 probabilities are divided by; None for float ones; ``cloud``: for a store in object storage)."""
     import rasterio.features
     import zarr
     from affine import Affine
     from scipy import ndimage
 
-    group = zarr.open_group(store, mode="r")
+    group = zarr.open_group(store, mode="r", storage_options=zarr_storage_options(store, cloud))
     rows, cols = window.slices()
     mask = np.asarray(group["mask"][rows, cols])
     probabilities = np.asarray(group["probabilities"][:, rows, cols], np.float32)
@@ -161,29 +166,33 @@ def _areas_m2(geometries: list[Any], crs: Any) -> np.ndarray:
     return np.array([g.area for g in geometries], np.float64) * metres_per_unit(crs) ** 2
 
 
-def write_polygons(table: Any, path: Path | str, layer: str) -> Path:
-    """Write the regions as a GeoPackage layer (an empty layer when there are none)."""
-    path = Path(path)
-    table.to_file(path, driver="GPKG", layer=layer, engine="pyogrio", geometry_type="Polygon"
-                  if len(table) == 0 else None)
+def write_polygons(table: Any, path: Any, layer: str, cloud: CloudSettings | None = None) -> Any:
+    """Write the regions as a GeoPackage layer (an empty layer when there are none) at ``path`` (in object
+    storage: built locally and uploaded, with ``cloud``); returns ``path``."""
+    where = output_location(str(path))
+    with storage_for(where, cloud).local_copy(where) as local:
+        table.to_file(local, driver="GPKG", layer=layer, engine="pyogrio", geometry_type="Polygon"
+                      if len(table) == 0 else None)
     return path
 
 
-def submit_regions(client: Any, store: Path | str, mask_nodata: int, probability_scale: float | None) -> list[Any]:
+def submit_regions(client: Any, store: Any, mask_nodata: int, probability_scale: float | None,
+                   cloud: CloudSettings | None = None) -> list[Any]:
     """One :func:`chunk_regions` task per chunk of the store's mask on ``client``; their futures."""
     import zarr
 
-    mask = zarr.open_group(str(store), mode="r")["mask"]
-    return [client.submit(chunk_regions, str(store), window, index, mask_nodata, probability_scale, pure=False)
-            for index, window in block_windows(mask.shape, mask.chunks)]
+    mask = zarr.open_group(str(store), mode="r", storage_options=zarr_storage_options(store, cloud))["mask"]
+    return [client.submit(chunk_regions, str(store), window, index, mask_nodata, probability_scale, cloud,
+                          pure=False) for index, window in block_windows(mask.shape, mask.chunks)]
 
 
-def store_polygons(chunks: list[ChunkRegions], store: Path | str, out: Path | str, layer: str) -> Path:
+def store_polygons(chunks: list[ChunkRegions], store: Any, out: Any, layer: str,
+                   cloud: CloudSettings | None = None) -> Any:
     """Join the chunks' regions of ``store`` and write them to the GeoPackage ``out``, in the store's CRS."""
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
 
-    dataset = xr.open_zarr(store)
+    dataset = xr.open_zarr(str(store), storage_options=zarr_storage_options(store, cloud))
     classes = tuple(dataset["mask"].attrs["classes"])
     table = region_table(chunks, classes, dataset.rio.crs, dataset.rio.transform())
-    return write_polygons(table, out, layer)
+    return write_polygons(table, out, layer, cloud)

@@ -10,6 +10,10 @@ curved edges stay inside). The chunks a source *touches* are those its footprint
 whose window in the source (:func:`chunk_source_window`, grown by :data:`SOURCE_MARGIN`
 pixels) is not empty. :func:`mosaic_grid` derives a target grid from the sources (CRS,
 resolution, bounds: what is not given), on odc-geo's ``GeoBox.from_bbox``.
+
+A store may be in object storage (``s3://bucket/.../scene.zarr``): it is read through fsspec
+with the :class:`~geoseg_batch.io.remote.CloudSettings` it was named with, which the
+:class:`SourceStore` keeps (plain data), so the chunk tasks that read it on the workers do too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from affine import Affine
 
@@ -28,6 +33,11 @@ from geoseg_batch.geo.target_grid import (
     SNAP_TOLERANCE, Bounds, ChunkIndex, MosaicGrid, corner_bounds, crs_string, overlaps, pixel_window, same_crs,
     snapped,
 )
+from geoseg_batch.io.urls import is_url
+from geoseg_batch.io.zarr_store import store_exists, zarr_storage_options
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 # Source pixels read beyond a chunk's footprint: covers GDAL's approximate transformer
 # (0.125 px) and the densified footprint's curvature error.
@@ -46,6 +56,11 @@ class SourceStore:
     classes: tuple[str, ...]
     threshold: float | None  # None: a store written before the threshold was recorded
     probability_dtype: str  # "uint8" (0..250, 255 nodata) or "float32" (NaN nodata)
+    cloud: CloudSettings | None = None  # object storage settings, for a URL path (plain data: tasks carry it)
+
+    def storage_options(self) -> dict[str, Any] | None:
+        """What zarr opens the store with: fsspec's storage options for a URL; None for a local path."""
+        return zarr_storage_options(self.path, self.cloud)
 
     @property
     def bands(self) -> int:
@@ -75,20 +90,24 @@ class SourceStore:
         return bounds
 
 
-def read_source(path: Path | str) -> SourceStore:
-    """The store at ``path`` (written by ``predict`` or :func:`build_mosaic`), validated."""
+def read_source(path: Path | str, cloud: CloudSettings | None = None) -> SourceStore:
+    """The store at ``path`` (written by ``predict`` or :func:`build_mosaic`; a local path or a URL, read with
+    ``cloud``), validated."""
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
     import zarr
 
-    path = Path(path)
+    path = str(path)
+    cloud = cloud if is_url(path) else None
     expected = "expected a <stem>.zarr store written by `geoseg-batch predict`"
-    if not path.exists():
+    if not store_exists(path, cloud):
         raise MissingInputError(f"{path}: prediction store not found; {expected}")
+    options = zarr_storage_options(path, cloud)
     try:
         # Format 3 stores are written without consolidated metadata: do not look for it (and warn).
-        version = zarr.open_group(str(path), mode="r").metadata.zarr_format
-        dataset = xr.open_zarr(path, mask_and_scale=False, consolidated=None if version == 2 else False)
+        version = zarr.open_group(path, mode="r", storage_options=options).metadata.zarr_format
+        dataset = xr.open_zarr(path, mask_and_scale=False, consolidated=None if version == 2 else False,
+                               storage_options=options)
     except Exception as error:  # zarr and xarray raise several types for "not a store"
         raise DataError(f"{path}: not a zarr store ({error}); {expected}") from error
     missing = sorted({"mask", "probabilities"} - set(dataset.data_vars))
@@ -102,9 +121,10 @@ def read_source(path: Path | str) -> SourceStore:
     if transform.b != 0 or transform.d != 0:
         raise DataError(f"{path}: rotated transform {tuple(transform)[:6]}; expected one without rotation")
     return SourceStore(
-        path=str(path), crs=crs_string(crs), transform=transform, shape=tuple(dataset["mask"].shape),
+        path=path, crs=crs_string(crs), transform=transform, shape=tuple(dataset["mask"].shape),
         chunk=int(dataset["mask"].encoding["chunks"][0]), classes=classes,
         threshold=dataset["mask"].attrs.get("threshold"), probability_dtype=dataset["probabilities"].dtype.name,
+        cloud=cloud,
     )
 
 
@@ -120,19 +140,19 @@ def check_same_model(received: SourceStore, expected: SourceStore) -> None:
             )
 
 
-def read_sources(stores: Sequence[Path | str]) -> list[SourceStore]:
-    """The stores, read and checked to hold predictions of one model in one encoding."""
+def read_sources(stores: Sequence[Path | str], cloud: CloudSettings | None = None) -> list[SourceStore]:
+    """The stores (URLs read with ``cloud``), read and checked to hold predictions of one model in one encoding."""
     if not stores:
         raise ConfigError("no prediction stores given; expected at least one <stem>.zarr from `geoseg-batch predict`")
-    sources = [read_source(path) for path in stores]
+    sources = [read_source(path, cloud) for path in stores]
     for source in sources[1:]:
         check_same_model(source, sources[0])
     return sources
 
 
-def store_grid(path: Path | str) -> MosaicGrid:
-    """The grid of an existing store (e.g. a mosaic to update in place)."""
-    return read_source(path).grid
+def store_grid(path: Path | str, cloud: CloudSettings | None = None) -> MosaicGrid:
+    """The grid of an existing store (e.g. a mosaic to update in place; a URL read with ``cloud``)."""
+    return read_source(path, cloud).grid
 
 
 def finest_resolution(sources: Sequence[SourceStore], crs: str) -> tuple[float, float]:
@@ -189,8 +209,8 @@ def grid_for(sources: Sequence[SourceStore], crs: str | None = None, resolution:
     return MosaicGrid(target, geobox.affine, tuple(geobox.shape), chunk)
 
 
-def mosaic_grid(stores: Sequence[Path], crs: str | None = None, resolution: float | None = None,
-                bounds: Bounds | None = None, chunk: int = 512) -> MosaicGrid:
+def mosaic_grid(stores: Sequence[Path | str], crs: str | None = None, resolution: float | None = None,
+                bounds: Bounds | None = None, chunk: int = 512, cloud: CloudSettings | None = None) -> MosaicGrid:
     """A target grid for mosaicking ``stores``; what is not given is derived from them.
 
     ``crs``: default the first store's. ``resolution`` (square pixels, target CRS units):
@@ -199,8 +219,9 @@ def mosaic_grid(stores: Sequence[Path], crs: str | None = None, resolution: floa
     footprints, its top-left corner moved outward onto the pixel lattice of the first store
     already on that CRS and resolution; stores all on one common grid thus give exactly that
     grid. The grid covers ``bounds`` (its right and bottom edges rounded outward to whole pixels).
+    Stores in object storage are read with ``cloud``.
     """
-    return grid_for(read_sources(stores), crs, resolution, bounds, chunk)
+    return grid_for(read_sources(stores, cloud), crs, resolution, bounds, chunk)
 
 
 def chunk_source_window(source: SourceStore, grid: MosaicGrid, index: ChunkIndex) -> Window | None:
@@ -229,8 +250,10 @@ def touched_chunks(grid: MosaicGrid, sources: Sequence[SourceStore]) -> list[Chu
     return sorted(touched)
 
 
-def chunks_touched(grid: MosaicGrid, stores: Sequence[Path]) -> list[ChunkIndex]:
-    """Indices of the chunks of ``grid`` that any of ``stores`` covers (conservatively: by bounds)."""
-    return touched_chunks(grid, read_sources(stores))
+def chunks_touched(grid: MosaicGrid, stores: Sequence[Path | str], cloud: CloudSettings | None = None
+                   ) -> list[ChunkIndex]:
+    """Indices of the chunks of ``grid`` that any of ``stores`` (URLs read with ``cloud``) covers (conservatively:
+    by bounds)."""
+    return touched_chunks(grid, read_sources(stores, cloud))
 
 

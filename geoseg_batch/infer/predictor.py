@@ -2,23 +2,32 @@
 
 On a distributed cluster, :class:`ModelPlugin` (a ``WorkerPlugin``) loads the bundle when it
 is registered, once per worker, after setting TensorFlow's thread pools to the worker's
-share of the cores; tasks reach it through a small :class:`PredictorRef` (bundle path and
-content digest), so the model is never pickled into a task. Without a cluster (Dask's
+share of the cores, from the bundle's path, its object-storage URL or bytes sent along
+(:mod:`geoseg_batch.infer.bundle_source`: workers of an existing scheduler may not see the
+client's disk); tasks reach it through a small :class:`PredictorRef` (bundle location and
+content digest), so neither the model nor the bundle's bytes are pickled into a task. Without a cluster (Dask's
 threaded scheduler) the ref carries an in-process :class:`Predictor` instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from geoseg_batch.infer.bundle_source import BundleSource, bundle_source
+from geoseg_batch.io.urls import Location
 from geoseg_batch.model.bundle import Bundle, load_bundle
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 PLUGIN_PREFIX = "geoseg-model-"
 
@@ -88,8 +97,8 @@ def _compiled_forward(model: Any) -> tuple[Any, Any]:
 
 @dataclass(frozen=True)
 class PredictorRef:
-    """What a task carries to find the model: the bundle's path, digest and compute precision (and,
-    locally, the model)."""
+    """What a task carries to find the model: the bundle's location (path or URL), digest and compute precision
+    (and, locally, the model)."""
 
     bundle: str
     digest: str
@@ -98,7 +107,9 @@ class PredictorRef:
 
     @property
     def plugin_name(self) -> str:
-        return f"{PLUGIN_PREFIX}{self.digest[-16:]}-{self.precision}"
+        """The model plugin's name: a short hash of the bundle's checksum (a file's sha256 or an object's ETag and
+        size), and the precision."""
+        return f"{PLUGIN_PREFIX}{hashlib.sha256(self.digest.encode()).hexdigest()[:16]}-{self.precision}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {**vars(self), "local": None}  # every field but the in-process model
@@ -120,37 +131,47 @@ class PredictorRef:
 
 
 class ModelPlugin(WorkerPlugin):
-    """Set TF threads to this worker's share of the cores, then load the bundle, once per worker."""
+    """Set TF threads to this worker's share of the cores, then load the bundle, once per worker (from its path,
+    its URL or the bytes carried: :mod:`geoseg_batch.infer.bundle_source`)."""
 
-    def __init__(self, ref: PredictorRef, intra_op_threads: int | None) -> None:
+    def __init__(self, ref: PredictorRef, intra_op_threads: int | None, source: BundleSource | None = None) -> None:
         self.ref = ref
         self.name = ref.plugin_name
         self.intra_op_threads = intra_op_threads
+        self.source = source or BundleSource(ref.bundle, ref.digest)
         self.predictor: Predictor | None = None
+        self.origin = ""
 
     def setup(self, worker: Any) -> None:
         from geoseg_batch.runtime import configure_tensorflow
 
         configure_tensorflow(self.intra_op_threads, 1)
-        self.predictor = Predictor(load_bundle(self.ref.bundle), self.ref.precision)
+        with self.source.local_file(Path(worker.local_directory), f"worker {worker.address}") as path:
+            bundle = load_bundle(path)
+        self.predictor = Predictor(bundle, self.ref.precision)
+        self.origin = self.source.origin  # what the bundle was read from (the bytes are dropped: the model holds it)
+        self.source = dataclasses.replace(self.source, payload=None)
 
     def teardown(self, worker: Any) -> None:
         self.predictor = None
 
 
-def register_model(client: Any, bundle: Path, digest: str, precision: str = "float32") -> PredictorRef:
-    """Load the bundle on every worker of ``client`` (once, computing in ``precision``) and return the
-    ref tasks use.
+def register_model(client: Any, bundle: Location, digest: str, precision: str = "float32",
+                   cloud: CloudSettings | None = None) -> PredictorRef:
+    """Load the bundle (a path, or a URL read with ``cloud``) on every worker of ``client`` (once, computing in
+    ``precision``) and return the ref tasks use.
 
-    Workers on this machine split its cores between their threads (TF intra-op pool =
-    cores / all worker threads here); workers elsewhere keep TF's defaults for their machine.
+    Workers on this machine split its cores between their threads (TF intra-op = cores / all worker threads here);
+    workers elsewhere keep TF's defaults for their machine. The workers of a cluster this process did not start
+    (``client.cluster`` is None: an existing scheduler) get a local bundle's bytes with the plugin.
     """
     from geoseg_batch.runtime import available_cores
 
-    ref = PredictorRef(str(Path(bundle).resolve()), digest, precision)
+    source = bundle_source(bundle, digest, cloud, carried=getattr(client, "cluster", None) is None)
+    ref = PredictorRef(source.location, digest, precision)
     workers = list(client.scheduler_info()["workers"].values())
     local = [w for w in workers if str(w.get("host", "")) in ("127.0.0.1", "localhost")]
     threads = sum(w.get("nthreads", 1) for w in local)
     intra = max(1, available_cores() // threads) if local and len(local) == len(workers) else None
-    client.register_plugin(ModelPlugin(ref, intra), name=ref.plugin_name)
+    client.register_plugin(ModelPlugin(ref, intra, source), name=ref.plugin_name)
     return ref

@@ -10,6 +10,10 @@ renewed before it expires). A second run refuses at once with one line naming th
 lease is free, for at most ``wait_timeout_s``. A lease whose holder is gone (same host and its
 process dead, or the expiry passed without renewal) is taken over, with a log line. The lease
 is released (the file removed) on every way out of the run: success, exception, Ctrl-C.
+
+Where the record lives is a :class:`LeaseRecord`: :class:`FileRecord` (the lock file) here; the
+object-storage lease (:class:`~geoseg_batch.io.object_storage.ObjectRecord`) is an object written
+with conditional puts (``If-None-Match: *`` to take it, ``If-Match`` to renew or release it).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from geoseg_batch.errors import OutputLockedError
 
@@ -110,15 +115,20 @@ class Lease:
     ``waited_s``: how long taking it waited for another run; ``took_over``: the gone holder it replaced.
     """
 
-    def __init__(self, out: Path, path: Path, holder: Holder, ttl_s: float, waited_s: float = 0.0,
+    def __init__(self, out: object, record: LeaseRecord, holder: Holder, ttl_s: float, waited_s: float = 0.0,
                  took_over: Holder | None = None) -> None:
-        self.out, self.path, self.holder, self.ttl_s = out, path, holder, ttl_s
+        self.out, self.record, self.holder, self.ttl_s = out, record, holder, ttl_s
         self.waited_s, self.took_over = waited_s, took_over
         self.lost_to: Holder | None = None
         self._guard = threading.Lock()
         self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, name=f"lease {path.name}", daemon=True)
+        self._heartbeat = threading.Thread(target=self._beat, name=f"lease {record.name}", daemon=True)
         self._heartbeat.start()
+
+    @property
+    def path(self) -> Path:
+        """The lock file of a local lease (its record's path)."""
+        return self.record.path  # type: ignore[attr-defined, no-any-return]
 
     def __enter__(self) -> Lease:
         return self
@@ -132,21 +142,21 @@ class Lease:
             try:
                 self.renew()
             except OSError as error:  # a brief outage of the filesystem: the next beat tries again
-                log.warning("%s: could not renew the lock (%s); retrying", self.path, error)
+                log.warning("%s: could not renew the lock (%s); retrying", self.record.name, error)
 
     def renew(self) -> bool:
         """Push the expiry ``ttl_s`` ahead; whether the lease is still this run's (False: it was taken over)."""
         with self._guard:
             if self._stop.is_set() and self.lost_to is not None:
                 return False
-            current = Holder.loads(read_text(self.path) or "")
-            if current is None or current.token != self.holder.token:
+            current = Holder.loads(self.record.read() or "")
+            renewed = self.holder.renewed(self.ttl_s)
+            if current is None or current.token != self.holder.token or not self.record.replace(renewed.dumps()):
                 self.lost_to = current or replace(self.holder, host="(nobody: the lock file was removed)")
                 self._stop.set()
                 log.error("%s: this run lost its lock to %s", self.out, self.lost_to.describe())
                 return False
-            self.holder = self.holder.renewed(self.ttl_s)
-            replace_text(self.path, self.holder.dumps())
+            self.holder = renewed
             return True
 
     def confirm(self) -> None:
@@ -163,38 +173,37 @@ class Lease:
         if self._heartbeat.is_alive() and self._heartbeat is not threading.current_thread():
             self._heartbeat.join()
         with self._guard:
-            current = Holder.loads(read_text(self.path) or "")
+            current = Holder.loads(self.record.read() or "")
             if current is not None and current.token == self.holder.token:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
+                self.record.remove()
 
 
 def acquire_lease(out: Path | str, *, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S,
-                  ttl_s: float = LEASE_TTL_S) -> Lease:
-    """The lease on output location ``out``, held (and renewed) until released.
+                  ttl_s: float = LEASE_TTL_S, record: LeaseRecord | None = None) -> Lease:
+    """The lease on output location ``out``, held (and renewed) until released; kept in ``record``
+    (default: the lock file :func:`lock_path` beside a local ``out``).
 
     Held by a live run: OutputLockedError naming the holder at once, or with ``wait`` once
     ``wait_timeout_s`` passed; a gone holder's lease is taken over (logged).
     """
-    out, path = Path(out), lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    record = record or FileRecord(lock_path(out))
     started, announced, took_over = time.monotonic(), None, None
     while True:
         holder = Holder.this_process(ttl_s)
-        if create_exclusive(path, holder.dumps()):
-            return Lease(out, path, holder, ttl_s, time.monotonic() - started, took_over)
-        text = read_text(path)
+        if record.create(holder.dumps()):
+            return Lease(out, record, holder, ttl_s, time.monotonic() - started, took_over)
+        text = record.read()
         if text is None:
             continue  # released meanwhile: try again
         other = Holder.loads(text)
         if other is None and time.monotonic() - started < 1.0:
             time.sleep(POLL_S)  # most likely being written this instant: read it again
             continue
-        other = other or _unreadable(path, ttl_s)
+        other = other or _unreadable(record, ttl_s)
         reason = other.gone()
         if reason is not None:
             log.warning("%s: taking over the lock of a run that is gone (%s: %s)", out, other.describe(), reason)
-            took_over = other if take_over(path, text) else took_over
+            took_over = other if record.take_over(text) else took_over
             continue
         waited = time.monotonic() - started
         if not wait or waited > wait_timeout_s:
@@ -205,7 +214,7 @@ def acquire_lease(out: Path | str, *, wait: bool = False, wait_timeout_s: float 
         time.sleep(POLL_S)
 
 
-def _locked_line(out: Path, holder: Holder, waited: float | None) -> str:
+def _locked_line(out: object, holder: Holder, waited: float | None) -> str:
     """The refusal: who holds ``out``, and the fix (wait, or --wait; after a wait, a longer one)."""
     if waited is None:
         return (f"{out}: another run is writing there ({holder.describe()}); wait for it to finish, or pass "
@@ -214,14 +223,72 @@ def _locked_line(out: Path, holder: Holder, waited: float | None) -> str:
             "later, or give a longer --wait-timeout-s")
 
 
-def _unreadable(path: Path, ttl_s: float) -> Holder:
-    """A stand-in holder for a lock file that is not a complete record (being written, or damaged): alive
-    for ``ttl_s`` after the file was last written."""
-    try:
-        written = path.stat().st_mtime
-    except FileNotFoundError:
-        written = 0.0
-    return Holder(f"(unknown: {path} is unreadable)", -1, written, written + ttl_s, f"unreadable-{written}")
+def _unreadable(record: LeaseRecord, ttl_s: float) -> Holder:
+    """A stand-in holder for a lock record that is not complete (being written, or damaged): alive
+    for ``ttl_s`` after it was last written."""
+    written = record.written_at()
+    return Holder(f"(unknown: {record.name} is unreadable)", -1, written, written + ttl_s, f"unreadable-{written}")
+
+
+class LeaseRecord(Protocol):
+    """Where a lease is recorded: created exclusively, read, replaced by its holder, taken over, removed."""
+
+    name: str  # what messages call it
+
+    def create(self, text: str) -> bool:
+        """Create the record holding ``text`` only if there is none; whether it was created."""
+
+    def read(self) -> str | None:
+        """The record's text; None when there is none."""
+
+    def replace(self, text: str) -> bool:
+        """Replace the record (read or written last by this holder) with ``text``; False when it changed since."""
+
+    def take_over(self, seen: str) -> bool:
+        """Remove the record if it still holds ``seen`` (a gone holder's); whether it did."""
+
+    def remove(self) -> None:
+        """Remove the record (its holder releasing it)."""
+
+    def written_at(self) -> float:
+        """When the record was last written (seconds since the epoch; 0 when there is none)."""
+
+
+class FileRecord:
+    """A lease recorded in a lock file, created with ``O_EXCL`` and replaced by renames."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.name = path, str(path)
+
+    def create(self, text: str) -> bool:
+        """Create the lock file (and its folder) holding ``text`` unless it exists."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return create_exclusive(self.path, text)
+
+    def read(self) -> str | None:
+        """The lock file's text; None when it does not exist."""
+        return read_text(self.path)
+
+    def replace(self, text: str) -> bool:
+        """Replace the lock file's text in one rename (its holder checked the token just before)."""
+        replace_text(self.path, text)
+        return True
+
+    def take_over(self, seen: str) -> bool:
+        """:func:`take_over` of the lock file."""
+        return take_over(self.path, seen)
+
+    def remove(self) -> None:
+        """Remove the lock file."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def written_at(self) -> float:
+        """The lock file's modification time."""
+        try:
+            return self.path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
 
 
 def create_exclusive(path: Path, text: str) -> bool:

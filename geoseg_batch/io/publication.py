@@ -23,6 +23,11 @@ Three ways of publishing, as the jobs have always done:
 
 A failure inside the block publishes nothing: ``out`` keeps what it held before.
 
+``out`` may be a prefix in object storage (an :class:`~geoseg_batch.io.urls.ObjectPath`, with
+:class:`~geoseg_batch.io.object_storage.ObjectStorage`): there the stage is the new version's
+own prefix, published by the pointer object, so :meth:`Publication.published` names the
+version's objects (what the manifest lists), and readers follow the pointer.
+
 One run at a time writes to ``out``: entering a publication takes the lease on ``out``
 (:mod:`geoseg_batch.io.lease`, through the storage) and leaving it releases the lease, however
 the block ends. A runner that must refuse a second run before its expensive preparation
@@ -45,7 +50,8 @@ from geoseg_batch.io.lease import WAIT_TIMEOUT_S, Lease
 from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publish import MANIFEST_NAME, json_text, manifest_payload
 from geoseg_batch.io.state import STATE_NAME, RunState
-from geoseg_batch.io.storage import LocalStorage, Storage
+from geoseg_batch.io.storage import Storage, storage_for
+from geoseg_batch.io.urls import Output, output_location
 
 RECORDS_DIR = ".done"
 """The staging directory's tile completion records (hidden: never published)."""
@@ -54,31 +60,32 @@ VERSIONS_KEPT = 3
 """Versions of an incremental output kept (the current one included)."""
 
 
-def output_lease(out: Path | str, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S,
+def output_lease(out: Output | str, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S,
                  storage: Storage | None = None) -> Lease:
-    """The lease on ``out`` (a context manager releasing it), taken through ``storage`` (default: local); an
-    OSError of the location (read-only, under a file) comes out as one line."""
+    """The lease on ``out`` (a context manager releasing it), taken through ``storage`` (default: ``out``'s);
+    an OSError of the location (read-only, under a file) comes out as one line."""
+    out = output_location(out)
     with translated_os_errors(out):
-        return (storage or LocalStorage()).acquire_lease(Path(out), wait, wait_timeout_s)
+        return (storage or storage_for(out)).acquire_lease(out, wait, wait_timeout_s)
 
 
 class Publication:
     """The staging of one run's results and their publication on exit (see the module docstring)."""
 
-    def __init__(self, out: Path | str, key: str | None = None, *, incremental: bool = False,
+    def __init__(self, out: Output | str, key: str | None = None, *, incremental: bool = False,
                  overwrite: bool = False, direct: bool = False, storage: Storage | None = None,
                  lease: Lease | None = None, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S) -> None:
         if incremental and (direct or key is None):
             raise ValueError(f"an incremental publication needs a key and a stage (received key={key!r}, "
                              f"direct={direct}); pass the run's key and direct=False")
-        self.out = Path(out)
+        self.out: Any = output_location(out)  # a Path, or an ObjectPath
         self.key = key
         self.incremental = incremental
         self.overwrite = overwrite
         self.direct = direct
-        self.storage: Storage = storage or LocalStorage()
-        self.stage: Path = self.out
-        self.previous: Path | None = None
+        self.storage: Storage = storage or storage_for(self.out)
+        self.stage: Any = self.out
+        self.previous: Any | None = None
         self.lease = lease
         self.wait, self.wait_timeout_s = wait, wait_timeout_s
         self._open = contextlib.ExitStack()
@@ -125,8 +132,8 @@ class Publication:
         """The manifest ``out`` holds when it records this publication's run key (the same job on the same
         inputs, published); None otherwise, and always for an incremental publication (whose run, when nothing
         changed, reuses everything and publishes a version of its own, with its own record)."""
-        path = self.out / MANIFEST_NAME
-        if self.key is None or self.incremental or not self.storage.exists(path):
+        path = self.finished_manifest()
+        if path is None:
             return None
         try:
             payload = json.loads(self.storage.read_text(path))
@@ -134,6 +141,13 @@ class Publication:
             return None
         return payload if isinstance(payload, dict) and payload.get("summary", {}).get("run_key") == self.key \
             else None
+
+    def finished_manifest(self) -> Any | None:
+        """Where the current results' manifest is (in object storage: in the version the pointer names); None
+        when nothing is published, and for an incremental publication."""
+        current = None if self.key is None or self.incremental else self.storage.current(self.out)
+        path = None if current is None else current / MANIFEST_NAME
+        return path if path is not None and self.storage.exists(path) else None
 
     @property
     def previous_state(self) -> RunState:
@@ -161,20 +175,30 @@ class Publication:
         self.storage.link(self.previous / name, self.stage / name)
         return True
 
-    def records_dir(self, name: str) -> Path:
+    def records_dir(self, name: str) -> Any:
         """Where the tasks writing ``name`` record their finished pieces (kept in a failed stage, never published)."""
         return self.stage / RECORDS_DIR / name
 
-    def published(self, name: str) -> Path:
-        """Where ``name`` will be once published."""
-        return self.out / name
+    @property
+    def results(self) -> Any:
+        """Where the results are read once published: ``out``, or (object storage) the new version's prefix."""
+        return self.stage if self.storage.in_place else self.out
+
+    def published(self, name: str) -> Any:
+        """Where ``name`` will be once published (in object storage: in the new version's prefix)."""
+        return self.results / name
+
+    def local_copy(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """A local path to write the stage's ``name`` at (the stage's own path, where it is local); what is
+        written there is in the stage when the block ends."""
+        return self.storage.local_copy(self.stage / name)
 
     def record_state(self, state: RunState) -> Path:
         """Write ``state.json`` into the stage; returns its staged path."""
         return self.storage.write_text(self.stage / STATE_NAME, state.dumps())
 
     def write_manifest(self, *, command: str, outputs: list[dict[str, Any]], summary: Mapping[str, Any],
-                       config: Mapping[str, Any], inputs: Mapping[str, str]) -> Path:
+                       config: Mapping[str, Any], inputs: Mapping[str, str]) -> Any:
         """Write ``manifest.json`` into the stage; returns the path it is published at."""
         recorded = {**summary, "run_key": self.key} if self.key is not None else summary
         payload = manifest_payload(command=command, outputs=outputs, summary=recorded, config=config, inputs=inputs)

@@ -17,6 +17,7 @@ import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -180,26 +181,54 @@ def object_info(url: str, settings: CloudSettings) -> dict[str, Any]:
     (403) and for a store that cannot be reached; each a one-line message naming ``url``.
     """
     fs = settings.filesystem(split(url)[0])
-    with _store_errors(url, settings):
+    with store_errors(url, settings):
         info = fs.info(fsspec_path(url))
     if info.get("type") == "directory":
         raise MissingInputError(f"{url}: a prefix (folder), not an object; name a file or a glob pattern")
     return info
 
 
+def require_prefix(url: str, settings: CloudSettings) -> None:
+    """Raise MissingInputError unless the prefix (folder) ``url`` holds objects (ConfigError: refused, unreachable)."""
+    fs = settings.filesystem(split(url)[0])
+    with store_errors(url, settings):
+        found = fs.exists(fsspec_path(url).rstrip("/"))
+    if not found:
+        raise MissingInputError(f"{url}: nothing there (no object under that prefix); give a predict --out prefix "
+                                "or a .zarr store that exists")
+
+
 def expand(pattern: str, settings: CloudSettings) -> list[str]:
     """The URLs matching the glob ``pattern`` (``s3://bucket/incoming/*.tif``), sorted."""
     scheme = split(pattern)[0]
     fs = settings.filesystem(scheme)
-    with _store_errors(pattern, settings):
+    with store_errors(pattern, settings):
         return sorted(as_url(scheme, match) for match in fs.glob(fsspec_path(pattern)))
 
 
 def read_text(url: str, settings: CloudSettings) -> str:
     """The text of the object at ``url`` (a scene list)."""
     fs = settings.filesystem(split(url)[0])
-    with _store_errors(url, settings):
+    with store_errors(url, settings):
         return fs.cat_file(fsspec_path(url)).decode()
+
+
+@contextlib.contextmanager
+def opened(url: str, settings: CloudSettings) -> Iterator[Any]:
+    """A seekable binary file object of the object at ``url``, read in ranges as it is read (a zip's directory
+    and one member: a few requests, not the whole object); the one-line errors of :func:`object_info`."""
+    fs = settings.filesystem(split(url)[0])
+    with store_errors(url, settings), fs.open(fsspec_path(url), "rb") as handle:
+        yield handle
+
+
+def download(url: str, settings: CloudSettings, path: Path) -> Path:
+    """``path``, holding a copy of the object at ``url`` (written under a temporary name, then renamed)."""
+    fs = settings.filesystem(split(url)[0])
+    partial = path.with_name(f".{path.name}.partial")
+    with store_errors(url, settings):
+        fs.get_file(fsspec_path(url), str(partial))
+    return partial.replace(path)
 
 
 def object_checksum(url: str, settings: CloudSettings) -> str:
@@ -212,7 +241,7 @@ def object_checksum(url: str, settings: CloudSettings) -> str:
 
 
 @contextlib.contextmanager
-def _store_errors(url: str, settings: CloudSettings) -> Iterator[None]:
+def store_errors(url: str, settings: CloudSettings) -> Iterator[None]:
     """Turn fsspec/botocore errors while touching ``url`` into the one-line errors of :func:`object_info`."""
     try:
         yield

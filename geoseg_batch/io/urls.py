@@ -110,3 +110,89 @@ def sibling(base: Location, relative: str) -> Location:
         scheme, rest = split(str(base))
         return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), relative))}"
     return Path(base).parent / relative
+
+
+def location_parts(value: Location | str) -> tuple[str, ...]:
+    """``value``'s components, to compare locations: ``("s3://", "bucket", "a", "b")`` for ``s3://bucket/a/b``,
+    the resolved path's parts (``("/", "home", ...)``) for a local path."""
+    if is_url(value):
+        scheme, rest = split(str(value))
+        return (f"{scheme}://", *[part for part in posixpath.normpath("/" + rest).split("/") if part])
+    return Path(value).resolve().parts
+
+
+def within(inner: Location | str, outer: Location | str) -> bool:
+    """Whether ``inner`` is ``outer`` or lies inside it (both local paths, or both URLs of one store)."""
+    inner_parts, outer_parts = location_parts(inner), location_parts(outer)
+    return inner_parts[:len(outer_parts)] == outer_parts
+
+
+class ObjectPath:
+    """An object-storage location used like a :class:`~pathlib.Path`: ``/`` joins keys, ``name`` and ``parent``
+    as for a path; ``str()`` is the URL. Not path-like (no ``__fspath__``): code that would open it as a local
+    file fails at once instead of writing to a folder named ``s3:``."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        scheme, rest = split(str(url))
+        self.url = f"{scheme}://{posixpath.normpath(rest).lstrip('/')}" if rest.strip("/") else f"{scheme}://"
+
+    def __truediv__(self, part: str) -> ObjectPath:
+        return ObjectPath(f"{self.url}/{part}")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"ObjectPath({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectPath) and other.url == self.url
+
+    def __lt__(self, other: ObjectPath) -> bool:
+        return self.url < other.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def name(self) -> str:
+        """The last component of the key."""
+        return posixpath.basename(self.url.split("://", 1)[1])
+
+    @property
+    def parent(self) -> ObjectPath:
+        """The prefix holding this key."""
+        scheme, rest = split(self.url)
+        return ObjectPath(f"{scheme}://{posixpath.dirname(rest)}")
+
+    @property
+    def scheme(self) -> str:
+        """The protocol: "s3", "gs", "az"."""
+        return split(self.url)[0]
+
+    @property
+    def key(self) -> str:
+        """``bucket/key``: what the protocol's fsspec filesystem takes."""
+        return split(self.url)[1]
+
+
+Output = Union[Path, ObjectPath]
+"""Where results are written: a local directory, or a prefix in object storage."""
+
+
+def output_location(value: Location | ObjectPath | str) -> Output:
+    """``value`` as an output location: an :class:`ObjectPath` for a writable URL, else a :class:`Path`.
+
+    Raises ValueError for a read-only protocol (https://) and for a URL naming no key.
+    """
+    if isinstance(value, ObjectPath):
+        return value
+    where = location(value)
+    if isinstance(where, Path):
+        return where
+    if protocol(where) in READ_ONLY:
+        raise ValueError(f"{where}: {protocol(where)}:// is read-only; write results to a local directory or to "
+                         "object storage (s3://bucket/prefix)")
+    return ObjectPath(where)

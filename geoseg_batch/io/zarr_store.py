@@ -15,6 +15,10 @@ spatial_ref's ``GeoTransform``) nor for an axis one pixel long (:func:`gdal_geor
 Completion: after a tile's chunks are written, an empty record file named after the tile
 is created in the target's ``done_dir`` (beside the store, not in it); a re-run of the same
 job skips the recorded tiles, which is what makes a killed run resumable.
+
+In object storage (``s3://...`` paths, with the target's ``cloud`` settings), workers write
+their chunks straight to the store through fsspec, and the completion records are empty
+objects under ``done_dir``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg_batch.geo.grid import Window
+from geoseg_batch.io.urls import is_url, split
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 MASK_NODATA = 255
 PROBABILITY_NODATA_UINT8 = 255
@@ -43,23 +51,54 @@ class ZarrTarget:
     binary: bool
     zarr_format: int = 2
     done_dir: str | None = None  # tile completion records (resume), outside the store so readers never see them
+    cloud: CloudSettings | None = None  # object storage settings, for URL paths (plain data, no secrets)
 
     def mark_done(self, index: tuple[int, int]) -> None:
         """Record tile ``index`` as written (after its chunks are), so a re-run skips it."""
-        if self.done_dir is not None:
-            Path(self.done_dir, f"{index[0]}-{index[1]}").touch()
+        if self.done_dir is None:
+            return
+        name = f"{index[0]}-{index[1]}"
+        if is_url(self.done_dir):
+            self._filesystem().pipe_file(f"{split(self.done_dir)[1]}/{name}", b"")
+        else:
+            Path(self.done_dir, name).touch()
 
     def done_tiles(self) -> set[tuple[int, int]]:
         """Indices of the tiles recorded as written."""
-        if self.done_dir is None or not Path(self.done_dir).is_dir():
-            return set()
-        return {tuple(int(n) for n in name.split("-")) for name in os.listdir(self.done_dir)}  # type: ignore[misc]
+        return {tuple(int(n) for n in name.split("-")) for name in self._records()}  # type: ignore[misc]
+
+    def _records(self) -> list[str]:
+        """The names of the completion records."""
+        if self.done_dir is None:
+            return []
+        if not is_url(self.done_dir):
+            return os.listdir(self.done_dir) if Path(self.done_dir).is_dir() else []
+        try:
+            found = self._filesystem().ls(split(self.done_dir)[1], detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return [name.rsplit("/", 1)[-1] for name in found]
+
+    def _filesystem(self) -> Any:
+        """The fsspec filesystem of the (URL) store, with the target's settings."""
+        from geoseg_batch.io.remote import CloudSettings
+
+        return (self.cloud or CloudSettings.of()).filesystem(split(self.path)[0])
+
+    def exists(self) -> bool:
+        """Whether the store is there."""
+        return store_exists(self.path, self.cloud)
+
+    def storage_options(self) -> dict[str, Any] | None:
+        """What zarr and xarray open the store with: fsspec's storage options for a URL; None for a path."""
+        return zarr_storage_options(self.path, self.cloud)
 
     def write(self, core: Window, probabilities: np.ndarray, valid: np.ndarray) -> None:
         """Write one tile: ``probabilities`` (rows, cols, channels) float32, ``valid`` (rows, cols)."""
         import zarr
 
-        group = zarr.open_group(self.path, mode="r+", zarr_format=self.zarr_format)
+        group = zarr.open_group(self.path, mode="r+", zarr_format=self.zarr_format,
+                                storage_options=self.storage_options())
         rows, cols = core.slices()
         group["mask"][rows, cols] = class_mask(probabilities, valid, self.threshold, self.binary)
         group["probabilities"][:, rows, cols] = encoded_probabilities(probabilities, valid, self.binary,
@@ -80,6 +119,26 @@ def encoded_probabilities(probabilities: np.ndarray, valid: np.ndarray, binary: 
         return np.where(valid, values, np.float32(np.nan)).astype(np.float32)
     scaled = np.round(np.clip(values, 0.0, 1.0) * PROBABILITY_SCALE).astype(np.uint8)
     return np.where(valid, scaled, np.uint8(PROBABILITY_NODATA_UINT8))
+
+
+def store_exists(path: Any, cloud: CloudSettings | None = None) -> bool:
+    """Whether a store (a local directory, or objects under a URL prefix, asked with ``cloud``) is at ``path``."""
+    if not is_url(str(path)):
+        return Path(path).exists()
+    from geoseg_batch.io.remote import CloudSettings, store_errors
+
+    settings = cloud or CloudSettings.of()
+    with store_errors(str(path), settings):
+        return bool(settings.filesystem(split(str(path))[0]).exists(split(str(path))[1]))
+
+
+def zarr_storage_options(path: Any, cloud: CloudSettings | None) -> dict[str, Any] | None:
+    """fsspec's storage options to open the store at ``path`` with (``cloud``'s, for a URL); None for a path."""
+    if not is_url(str(path)):
+        return None
+    from geoseg_batch.io.remote import CloudSettings
+
+    return (cloud or CloudSettings.of()).storage_options(split(str(path))[0])
 
 
 def rotated(affine: Any) -> bool:
@@ -104,23 +163,25 @@ def gdal_georeferencing(geobox: Any, zarr_format: int = 2) -> str:
     return "GDAL and rioxarray"
 
 
-def create_store(path: Path, geobox: Any, tile: int, class_names: tuple[str, ...], threshold: float | None,
-                 float_output: bool = False, zarr_format: int = 2, done_dir: Path | None = None) -> ZarrTarget:
+def create_store(path: Any, geobox: Any, tile: int, class_names: tuple[str, ...], threshold: float | None,
+                 float_output: bool = False, zarr_format: int = 2, done_dir: Any | None = None,
+                 cloud: CloudSettings | None = None) -> ZarrTarget:
     """Create the store's metadata and coordinates on ``geobox`` (an odc-geo ``GeoBox``: shape, affine,
     CRS), chunked ``tile`` x ``tile``; returns the target that tiles write through.
 
     The x/y coordinates are the pixel centres of the affine (as rioxarray derives them when
     it opens a raster), the CRS is written as rioxarray's ``spatial_ref`` and GDAL's ``_CRS``.
     With ``done_dir``, tiles record their completion there; when the store and records
-    already exist (a resumed run), the store is kept as it is.
+    already exist (a resumed run), the store is kept as it is. ``path`` and ``done_dir`` may be
+    object-storage locations (``s3://...``), written with ``cloud``.
     """
     binary = len(class_names) == 2
     target = ZarrTarget(str(path), float_output, threshold, binary, zarr_format,
-                        None if done_dir is None else str(done_dir))
-    if done_dir is not None:
+                        None if done_dir is None else str(done_dir), cloud if is_url(str(path)) else None)
+    if done_dir is not None and not is_url(str(done_dir)):
         Path(done_dir).mkdir(parents=True, exist_ok=True)
-        if target.done_tiles() and Path(path).exists():
-            return target
+    if done_dir is not None and target.done_tiles() and target.exists():
+        return target  # a resumed run: the store was created before its first tile was recorded
     import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
@@ -157,5 +218,6 @@ def create_store(path: Path, geobox: Any, tile: int, class_names: tuple[str, ...
     dataset["mask"].encoding.update({**link, "_FillValue": MASK_NODATA, "chunks": (tile, tile)})
     dataset["probabilities"].encoding.update({**link, "_FillValue": probability_fill,
                                               "chunks": (len(names), tile, tile)})
-    dataset.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, consolidated=zarr_format == 2)
+    dataset.to_zarr(str(path), mode="w", compute=False, zarr_format=zarr_format, consolidated=zarr_format == 2,
+                    storage_options=target.storage_options())
     return target

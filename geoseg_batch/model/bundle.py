@@ -14,13 +14,17 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.errors import BundleError, MissingInputError
 from geoseg_batch.io.publish import atomic_path
+from geoseg_batch.io.urls import Location, is_url
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 METADATA_MEMBER = "geoseg_bundle.json"
 FORMAT_VERSION = 1
@@ -99,27 +103,54 @@ def save_bundle(model: Any, metadata: BundleMetadata, path: Path | str) -> Path:
     return path
 
 
-def read_metadata(path: Path | str) -> BundleMetadata:
-    """A bundle's metadata, without loading the model."""
+def read_metadata(path: Location, cloud: CloudSettings | None = None) -> BundleMetadata:
+    """A bundle's metadata, without loading the model; ``path``: a file, or an object-storage URL read with
+    ``cloud`` (default: the AWS environment's settings), of which only the zip's directory and metadata member
+    are fetched.
+
+    Raises MissingInputError for a missing file or object, BundleError for a file that is not a bundle,
+    ConfigError for refused credentials or an unreachable store (one line each, naming ``path``).
+    """
+    if is_url(path):
+        from geoseg_batch.io.remote import CloudSettings, opened
+
+        with opened(str(path), cloud or CloudSettings.of()) as handle:
+            return _metadata_of(handle, str(path))
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path}: no such model bundle; pass the .keras file written by `geoseg-batch train`")
-    if not zipfile.is_zipfile(path):
-        raise BundleError(f"{path}: not a model bundle (not a .keras archive); pass the .keras file written by `geoseg-batch train`")
-    with zipfile.ZipFile(path) as archive:
+    return _metadata_of(path, str(path))
+
+
+def _metadata_of(source: Path | BinaryIO, name: str) -> BundleMetadata:
+    """The metadata of the bundle in ``source`` (a path or a seekable file object), called ``name`` in errors."""
+    if not _is_zip(source):
+        raise BundleError(f"{name}: not a model bundle (not a .keras archive); pass the .keras file written by "
+                          "`geoseg-batch train`")
+    with zipfile.ZipFile(source) as archive:
         if METADATA_MEMBER not in archive.namelist():
             raise BundleError(
-                f"{path}: a Keras model without geoseg metadata ({METADATA_MEMBER}); "
+                f"{name}: a Keras model without geoseg metadata ({METADATA_MEMBER}); "
                 "bundles are written by `geoseg-batch train`"
             )
         payload = json.loads(archive.read(METADATA_MEMBER))
     if payload.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format_version {payload.get('format_version')}; expected {FORMAT_VERSION}")
+        raise BundleError(f"{name}: bundle format_version {payload.get('format_version')}; expected {FORMAT_VERSION}")
     return BundleMetadata.from_dict(payload)
 
 
+def _is_zip(source: Path | BinaryIO) -> bool:
+    """Whether ``source`` holds a zip archive (an object shorter than a zip's end record: no; s3fs raises
+    ValueError for the seek before its start where a local file raises OSError)."""
+    try:
+        return zipfile.is_zipfile(source)
+    except ValueError:
+        return False
+
+
 def load_bundle(path: Path | str) -> Bundle:
-    """Load a bundle (safe_mode on, uncompiled)."""
+    """The bundle in the local file ``path``, loaded (safe_mode on, uncompiled); a worker gets a bundle in object
+    storage as a local file first (:mod:`geoseg_batch.infer.bundle_source`): Keras opens paths."""
     import keras
 
     metadata = read_metadata(path)

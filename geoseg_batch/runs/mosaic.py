@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import MosaicJob, resolved
-from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publication import Publication, output_lease
-from geoseg_batch.io.publish import MANIFEST_NAME, combined_digest, config_digest, require_free
-from geoseg_batch.io.state import STATE_NAME, RunState
+from geoseg_batch.io.publish import config_digest
+from geoseg_batch.io.remote import CloudSettings
+from geoseg_batch.io.state import RunState
+from geoseg_batch.io.storage import storage_for
+from geoseg_batch.io.urls import Location, gdal_path, location, output_location
+from geoseg_batch.io.urls import name as file_name
+from geoseg_batch.runs.predictions import prediction_stores
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.settings import job_settings
 
@@ -26,42 +28,6 @@ MOSAIC_STORE = "mosaic.zarr"
 """The mosaic's zarr store in ``out``."""
 COG_NAMES = {"mask": "mosaic_mask.tif", "probabilities": "mosaic_probabilities.tif"}
 """The mosaic's COGs: {zarr variable: file name}."""
-
-
-def prediction_stores(predictions: list[Path]) -> dict[str, tuple[Path, str]]:
-    """{scene stem: (zarr store, content key)} of predict output directories (or stores), in order.
-
-    The key is what the predict run recorded the scene's outputs were made from; a store
-    without that record gets one from its files' sizes and times.
-    """
-    from geoseg_batch.errors import MissingInputError
-
-    stores: dict[str, tuple[Path, str]] = {}
-    for directory in predictions:
-        directory = Path(directory)
-        if directory.suffix == ".zarr":
-            stores[directory.stem] = (directory, files_key(directory))
-            continue
-        manifest = directory / MANIFEST_NAME
-        if not manifest.exists():
-            raise MissingInputError(f"{directory}: not a predict output (no manifest.json); give predict --out "
-                                    "directories or .zarr stores")
-        state_path = directory / STATE_NAME
-        state = RunState.loads(state_path.read_text()) if state_path.exists() else RunState()
-        for entry in json.loads(manifest.read_text())["outputs"]:
-            store = directory / Path(entry["zarr"]).name
-            stem = store.stem
-            if stem in stores:
-                raise ConfigError(f"{directory}: scene {stem!r} is also in another prediction directory; "
-                                  "mosaic each scene once")
-            stores[stem] = (store, state.key_of(stem) or files_key(store))
-    return stores
-
-
-def files_key(path: Path) -> str:
-    """A content key of the tree at ``path`` from its files' names, sizes and modification times."""
-    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
-    return combined_digest({"files": json.dumps(stats)})
 
 
 def grid_record(grid: MosaicGrid) -> dict[str, Any]:
@@ -79,7 +45,10 @@ def _built_as(job: MosaicJob, grid: MosaicGrid) -> dict[str, Any]:
 def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     """Reproject and merge the scenes' predictions onto one grid, chunk by chunk on Dask; zarr + COGs.
 
-    ``incremental``: the previous version's chunks are kept (hard links) and only the chunks
+    ``predictions`` and ``out`` may be in object storage (``s3://...``, with the job's ``storage:`` settings): a
+    predict output prefix is read through its pointer, and ``out`` gets versions behind a pointer of its own.
+    ``incremental``: the previous version's chunks are kept (hard links; server-side copies in object storage)
+    and only the chunks
     touched by scenes that are new, changed or gone since then are recomputed (all of them
     when the target grid changed); the new version is published atomically. ``out`` is locked for the
     run: another run writing there is refused at once, or with ``wait`` waited for (and nothing done
@@ -89,36 +58,39 @@ def run_mosaic(job: MosaicJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.geo.sources import grid_for, read_sources
 
     started = time.perf_counter()
-    stores = prediction_stores(job.predictions)
-    paths = [store for store, _ in stores.values()]
-    sources = read_sources(paths)
+    cloud = CloudSettings.of(job.storage)
+    stores = prediction_stores(job.predictions, cloud)
+    sources = read_sources([store for store, _ in stores.values()], cloud)
     grid = grid_for(sources, crs=job.crs, resolution=job.resolution, bounds=job.bounds, chunk=job.chunk)
     check_sizes(job, sources, grid, client)  # before anything of the grid's size exists
     keys = {stem: key for stem, (_, key) in stores.items()}
-    out = Path(job.out)
+    out = output_location(job.out)
+    storage = storage_for(out, cloud)
     key = config_digest(job_settings(job, predictions=[]), keys)
     with translated_os_errors(out), contextlib.ExitStack() as running:
-        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))
-        publication = Publication(out, key, incremental=job.incremental, overwrite=job.overwrite, lease=lease)
+        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s, storage))
+        publication = Publication(out, key, incremental=job.incremental, overwrite=job.overwrite, lease=lease,
+                                  storage=storage)
         if job.wait and (done := publication.finished()) is not None:
-            return finished_result("mosaic", out, done)
+            return finished_result("mosaic", out, done, publication.finished_manifest())
         if client is None and job.cluster.scheduler:  # an existing cluster: its workers' limits are known once
             if not job.incremental:  # connected, and checked before anything is written
-                require_free(out, job.overwrite)
+                storage.require_free(out, job.overwrite)
             client = running.enter_context(connect(job.cluster))
             check_sizes(job, sources, grid, client)
         return _publish(job, stores, grid, publication, client, started)
 
 
-def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGrid, publication: Publication,
+def _publish(job: MosaicJob, stores: dict[str, tuple[Location, str]], grid: MosaicGrid, publication: Publication,
              client: Any | None, started: float) -> JobResult:
     """Build the mosaic of ``stores`` on ``grid`` in the publication's stage and publish it; the job's result."""
     from geoseg_batch.geo.sources import chunks_touched
 
     out, paths = publication.out, [store for store, _ in stores.values()]
     keys = {stem: key for stem, (_, key) in stores.items()}
+    cloud = CloudSettings.of(job.storage)
     with publication:
-        footprints = {stem: chunks_touched(grid, [store]) for stem, (store, _) in stores.items()}
+        footprints = {stem: chunks_touched(grid, [store], cloud) for stem, (store, _) in stores.items()}
         chunks = (publication.previous_state.chunks_to_rewrite(_built_as(job, grid), keys, footprints)
                   if publication.has_previous(MOSAIC_STORE) else None)
         if chunks is not None:
@@ -126,8 +98,9 @@ def _publish(job: MosaicJob, stores: dict[str, tuple[Path, str]], grid: MosaicGr
         cog_names = COG_NAMES if job.cog else {}
         built = _build(job, paths, grid, chunks, cog_names, publication, client)
         publication.record_state(RunState.for_mosaic(_built_as(job, grid), keys, footprints))
-        output = {"zarr": str(out / MOSAIC_STORE), **{("mask_cog" if v == "mask" else "probability_cog"): str(out / n)
-                                                        for v, n in cog_names.items()}}
+        output = {"zarr": str(publication.published(MOSAIC_STORE)),
+                  **{("mask_cog" if v == "mask" else "probability_cog"): str(publication.published(n))
+                     for v, n in cog_names.items()}}
         summary = _summary(job, grid, built, len(stores), chunks is not None, started)
         _write_report(job, output, summary, publication)
         manifest = publication.write_manifest(command="mosaic", outputs=[output], summary=summary,
@@ -151,7 +124,7 @@ def check_sizes(job: MosaicJob, sources: list[SourceStore], grid: MosaicGrid, cl
     check_mosaic(job, grid.shape, grid.resolution, sizes, SOURCE_MARGIN, budget_for(job.cluster, client), scenes)
 
 
-def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,
+def _build(job: MosaicJob, paths: list[Location], grid: MosaicGrid, chunks: set[tuple[int, int]] | None,
            cog_names: dict[str, str], publication: Publication, client: Any | None) -> MosaicSummary:
     """Write ``chunks`` (None: all) of the mosaic store in the stage, then its COGs (the previous ones when no
     chunk changed); the build's record. A cluster is started from ``job.cluster`` only when there is work."""
@@ -160,18 +133,18 @@ def _build(job: MosaicJob, paths: list[Path], grid: MosaicGrid, chunks: set[tupl
     from geoseg_batch.io.cog import write_cog
     from geoseg_batch.watch import watched
 
-    store_path = publication.stage / MOSAIC_STORE
+    store_path, cloud = publication.stage / MOSAIC_STORE, CloudSettings.of(job.storage)
     with ((connect(job.cluster) if client is None and chunks != set() else contextlib.nullcontext(client)) as active,
           watched(active, job.cluster.no_worker_timeout_s)):
-        built = build_mosaic(paths, store_path, grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
-                             client=active)
+        built = build_mosaic(paths, str(store_path), grid, job.merge, chunks=chunks, zarr_format=job.zarr_format,
+                             client=active, cloud=cloud)
         unchanged = chunks == set() and publication.previous is not None  # the previous COGs, where it has them
         todo = {v: name for v, name in cog_names.items() if not (unchanged and publication.reuse(name))}
         if todo and active is None:  # nothing changed but a COG the previous version lacks: written here
             for variable, name in todo.items():
-                write_cog(store_path, variable, publication.stage / name, job.chunk)
+                write_cog(store_path, variable, publication.stage / name, job.chunk, cloud)
         elif todo:
-            active.gather([active.submit(write_cog, store_path, variable, publication.stage / name, job.chunk,
+            active.gather([active.submit(write_cog, store_path, variable, publication.stage / name, job.chunk, cloud,
                                          pure=False) for variable, name in todo.items()])
     return built
 
@@ -189,12 +162,15 @@ def _summary(job: MosaicJob, grid: MosaicGrid, built: MosaicSummary, scenes: int
 
 
 def _write_report(job: MosaicJob, output: dict[str, str], summary: dict[str, Any], publication: Publication) -> None:
-    """Write the run report (with the mosaic's quicklooks) into the stage; its published path goes into
-    ``summary``."""
+    """Write the run report (with the mosaic's quicklooks) into the stage (built here and uploaded, in object
+    storage); its published path goes into ``summary``."""
     from geoseg_batch.report import prediction_quicklooks, write_run_report
 
-    staged_cogs = {key: str(publication.stage / Path(path).name) for key, path in output.items()
+    if publication.storage.in_place:
+        CloudSettings.of(job.storage).apply()  # GDAL reads the staged COGs over /vsis3/
+    staged_cogs = {key: gdal_path(location(str(publication.stage / file_name(path)))) for key, path in output.items()
                    if key.endswith("_cog")}
-    images = prediction_quicklooks(staged_cogs, publication.stage / "report", name="mosaic")
-    summary["report"] = str(publication.published("report.html"))
-    write_run_report(publication.stage / "report.html", f"mosaic: {job.name}", summary, resolved(job), images)
+    with publication.local_copy("report") as images_dir, publication.local_copy("report.html") as page:
+        images = prediction_quicklooks(staged_cogs, images_dir, name="mosaic")
+        summary["report"] = str(publication.published("report.html"))
+        write_run_report(page, f"mosaic: {job.name}", summary, resolved(job), images)

@@ -6,7 +6,6 @@ import collections
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from geoseg_batch.config import PredictJob, resolved
 from geoseg_batch.io.oserrors import translated_os_errors
 from geoseg_batch.io.publication import Publication, output_lease
-from geoseg_batch.io.publish import checksums, require_free
+from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.remote import CloudSettings
-from geoseg_batch.io.urls import gdal_path, is_url, location
+from geoseg_batch.io.storage import Storage, storage_for
+from geoseg_batch.io.urls import gdal_path, is_url, location, output_location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
@@ -52,23 +52,24 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
-    metadata = read_metadata(job.model)
+    out, cloud = output_location(job.out), CloudSettings.of(job.storage)
+    metadata = read_metadata(job.model, cloud)  # a URL: before any cluster
     plans = plan_scenes(job, metadata)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
-    out = Path(job.out)
+    storage = storage_for(out, cloud)
     with translated_os_errors(out), contextlib.ExitStack() as running:
-        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s))  # before any work
+        lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s, storage))  # before any work
         if client is None and job.cluster.scheduler:
-            client = _existing_cluster(job, metadata, plans, running)
-        model_checksum = checksums([job.model])  # first: the workers' model plugin is named after it
+            client = _existing_cluster(job, metadata, plans, storage, running)
+        model_checksum = checksums([job.model], cloud)  # first: names the model plugin
         model_digest = model_checksum[str(job.model)]
-        sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running)
+        sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running, storage)
         plans = keyed(plans, job, model_checksum, sums)
         publication = Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite,
-                                  lease=lease)
+                                  lease=lease, storage=storage)
         if job.wait and (done := publication.finished()) is not None:
-            return finished_result("predict", out, done)
+            return finished_result("predict", out, done, publication.finished_manifest())
         with publication, PeakMemory() as memory:
             reused = publication.previous_state.reusable_scenes(scene_keys(plans))
             for plan in plans:
@@ -83,7 +84,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
-            outputs = [p.entry(out) for p in plans]
+            outputs = [p.entry(publication.results) for p in plans]
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
@@ -96,14 +97,14 @@ def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
     return {p.stem: gdal_georeferencing(p.scene.geobox, zarr_format) for p in plans}
 
 
-def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan],
+def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], storage: Storage,
                       running: contextlib.ExitStack) -> Any:
     """A client on ``job.cluster.scheduler``, connected on ``running`` once ``out`` is known free: the workers'
     memory limits are known only then, and the job's sizes are checked against them before anything is written."""
     from geoseg_batch.cluster import connect
 
     if not job.incremental:
-        require_free(Path(job.out), job.overwrite)
+        storage.require_free(output_location(job.out), job.overwrite)
     client = running.enter_context(connect(job.cluster))
     check_sizes(job, metadata, plans, client)
     return client
@@ -127,17 +128,21 @@ def _write_report(job: PredictJob, plans: list[ScenePlan], publication: Publicat
     published path goes into ``summary``."""
     from geoseg_batch.report import write_run_report
 
-    cloud = CloudSettings.of(job.storage) if any(is_url(p.path) for p in plans) else None
-    entries = [_gdal_scene(p.entry(publication.stage)) for p in plans[:REPORT_SCENES]]
-    images = _quicklooks(entries if job.cog else [], publication.stage / "report",
-                         session.client if session else None, cloud)
-    summary["report"] = str(publication.published("report.html"))
-    write_run_report(publication.stage / "report.html", f"predict: {job.name}", summary, resolved(job), images)
+    remote = publication.storage.in_place or any(is_url(p.path) for p in plans)
+    cloud = CloudSettings.of(job.storage) if remote else None
+    entries = [_gdal_paths(p.entry(publication.stage)) for p in plans[:REPORT_SCENES]]
+    # Workers write the PNGs where the report is built: in object storage that is this machine's temporary
+    # folder, which workers elsewhere cannot see; the quicklooks are made here then.
+    client = session.client if session and not publication.storage.in_place else None
+    with publication.local_copy("report") as images_dir, publication.local_copy("report.html") as page:
+        images = _quicklooks(entries if job.cog else [], images_dir, client, cloud)
+        summary["report"] = str(publication.published("report.html"))
+        write_run_report(page, f"predict: {job.name}", summary, resolved(job), images)
 
 
-def _gdal_scene(entry: dict[str, Any]) -> dict[str, Any]:
-    """A manifest entry whose scene is named as GDAL opens it (``/vsis3/bucket/key`` for ``s3://bucket/key``)."""
-    return {**entry, "scene": gdal_path(location(entry["scene"]))}
+def _gdal_paths(entry: dict[str, Any]) -> dict[str, Any]:
+    """A manifest entry whose files are named as GDAL opens them (``/vsis3/bucket/key`` for ``s3://bucket/key``)."""
+    return {key: gdal_path(location(value)) if isinstance(value, str) else value for key, value in entry.items()}
 
 
 def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None,
@@ -219,7 +224,7 @@ def _saved(publication: Publication, plans: list[ScenePlan], total: int) -> Call
     from geoseg_batch.watch import saved_tiles
 
     def saved() -> str:
-        done = sum(len(os.listdir(d)) for p in plans if (d := publication.records_dir(p.stem)).is_dir())
+        done = sum(len(publication.storage.list(publication.records_dir(p.stem))) for p in plans)
         return saved_tiles(done, total, publication.stage)
 
     return saved
@@ -235,10 +240,11 @@ def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
 
     graphs, resumed, tiles_before = [], 0, 0
     lanes = model_lanes(session.client, session.gpu)
+    cloud = CloudSettings.of(job.storage)
     for number, plan in enumerate(plans):
         target = create_store(publication.stage / plan.store, plan.scene.geobox, job.tile, metadata.classes,
                               metadata.threshold, job.float_output, job.zarr_format,
-                              done_dir=publication.records_dir(plan.stem))
+                              done_dir=publication.records_dir(plan.stem), cloud=cloud)
         resumed += len(target.done_tiles())
         graphs.extend(segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
                                     token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
@@ -247,17 +253,19 @@ def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
     return graphs, resumed
 
 
-def _write_products(job: PredictJob, plans: list[ScenePlan], stage: Path, client: Any) -> None:
+def _write_products(job: PredictJob, plans: list[ScenePlan], stage: Any, client: Any) -> None:
     """Write each scene's COGs and (``job.polygons``) polygons from its zarr store, on ``client``."""
     from geoseg_batch.geo.polygons import store_polygons, submit_regions
     from geoseg_batch.io.cog import write_cog
     from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE
 
-    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), job.tile, pure=False)
-            for p in plans for variable in COG_VARIABLES] if job.cog else []
+    cloud = CloudSettings.of(job.storage)
+    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), job.tile, cloud,
+                          pure=False) for p in plans for variable in COG_VARIABLES] if job.cog else []
     regions = {p.stem: submit_regions(client, stage / p.store, MASK_NODATA,
-                                      None if job.float_output else PROBABILITY_SCALE) for p in plans if job.polygons}
+                                      None if job.float_output else PROBABILITY_SCALE, cloud)
+               for p in plans if job.polygons}
     polygon_files = {p.stem: stage / p.outputs()["polygons"] for p in plans if job.polygons}
     for stem, chunks in regions.items():  # joined here while the COGs are written
-        store_polygons(client.gather(chunks), stage / f"{stem}.zarr", polygon_files[stem], stem)
+        store_polygons(client.gather(chunks), stage / f"{stem}.zarr", polygon_files[stem], stem, cloud)
     client.gather(cogs)  # all scenes' COGs side by side

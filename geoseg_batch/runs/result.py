@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg_batch.io.publish import MANIFEST_NAME
-
 log = logging.getLogger(__name__)
 
 
@@ -23,12 +21,12 @@ class JobResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def finished_result(kind: str, out: Path, manifest: dict[str, Any]) -> JobResult:
-    """The result of a ``kind`` job whose results ``out`` already holds (``manifest``, recording the same run
-    key): nothing was done; logged as such."""
+def finished_result(kind: str, out: Any, manifest: dict[str, Any], manifest_path: Any) -> JobResult:
+    """The result of a ``kind`` job whose results ``out`` already holds (``manifest``, at ``manifest_path``,
+    recording the same run key): nothing was done; logged as such."""
     log.info("%s: %s already holds this job's results (same settings and inputs, published by the run waited "
              "for): nothing to do", kind, out)
-    return JobResult(kind, out, out / MANIFEST_NAME, manifest["outputs"], {**manifest["summary"], "already_done": True})
+    return JobResult(kind, out, manifest_path, manifest["outputs"], {**manifest["summary"], "already_done": True})
 
 
 def write_report(out: Path, title: str, summary: dict[str, Any], config: dict[str, Any],

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob
 from geoseg_batch.errors import ConfigError
-from geoseg_batch.io.publish import checksums, config_digest, require_free
-from geoseg_batch.io.urls import Location
+from geoseg_batch.io.publish import checksums, config_digest
+from geoseg_batch.io.storage import Storage
+from geoseg_batch.io.urls import Location, output_location
 from geoseg_batch.io.urls import stem as url_stem
 from geoseg_batch.runs.settings import job_settings
 
@@ -149,6 +150,7 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
     checksum is ``model_digest``) registered."""
     from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, cluster_gpus, connect
     from geoseg_batch.infer.predictor import register_model
+    from geoseg_batch.io.remote import CloudSettings
 
     started = time.perf_counter()
     with (connect(job.cluster, MODEL_WORKER_IMPORTS) if client is None else contextlib.nullcontext(client)) as active:
@@ -156,12 +158,12 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
         if job.gpu and not gpus:  # model tasks asking for GPU=1 would wait for such a worker forever
             raise ConfigError("gpu: true (--gpu), but no worker of the cluster advertises a GPU (resources GPU=1); "
                               "start GPU workers (`dask cuda worker` / cluster.gpus), or drop --gpu")
-        ref = register_model(active, job.model, model_digest, job.precision)
+        ref = register_model(active, job.model, model_digest, job.precision, CloudSettings.of(job.storage))
         yield ModelSession(active, ref, job.gpu if job.gpu is not None else gpus > 0, started)
 
 
 def hashed_inputs(job: PredictJob, paths: list[Location], model_digest: str, client: Any | None,
-                  running: contextlib.ExitStack) -> tuple[dict[str, str], ModelSession | None]:
+                  running: contextlib.ExitStack, storage: Storage) -> tuple[dict[str, str], ModelSession | None]:
     """Checksums of the scenes (object storage: ETag and size, see :func:`~geoseg_batch.io.publish.checksums`),
     and (unless ``job.incremental`` or ``job.wait``) the model session on ``running``, started while the
     scenes are hashed (hashlib and file reads release the GIL)."""
@@ -170,7 +172,7 @@ def hashed_inputs(job: PredictJob, paths: list[Location], model_digest: str, cli
     cloud = CloudSettings.of(job.storage)
     if job.incremental or job.wait:  # unchanged scenes (or all: the run waited for) are reused: start nothing
         return checksums(paths, cloud), None
-    require_free(Path(job.out), job.overwrite)  # fail before starting a cluster
+    storage.require_free(output_location(job.out), job.overwrite)  # fail before starting a cluster
     with concurrent.futures.ThreadPoolExecutor(1) as hasher:
         hashed = hasher.submit(checksums, paths, cloud)
         session = running.enter_context(model_session(job, model_digest, client))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import MosaicJob, PredictJob, resolved
@@ -16,7 +15,7 @@ bitwise the same on any cluster), so changing them keeps a run's resume and an i
 def job_settings(job: PredictJob | MosaicJob, **inputs: Any) -> dict[str, Any]:
     """The job's resolved config less ``inputs`` (keyed by content elsewhere), where it writes and
     :data:`NOT_CONTENT`: the settings its content keys are made from."""
-    settings = resolved(job.model_copy(update={**inputs, "out": Path("."), "name": "", "overwrite": False}))
+    settings = resolved(job.model_copy(update={**inputs, "out": ".", "name": "", "overwrite": False}))
     for key in NOT_CONTENT:
         settings.pop(key, None)
     return settings

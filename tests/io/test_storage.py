@@ -1,4 +1,4 @@
-"""LocalStorage, the one Storage today: atomic writes, listing, removal, links, renames."""
+"""LocalStorage: atomic writes, listing, removal, links, moving a local file into place (put)."""
 
 from __future__ import annotations
 
@@ -64,9 +64,11 @@ def test_link_shares_data_for_files_and_trees(tmp_path):
     assert (tmp_path / "two.tif").stat().st_ino == (tmp_path / "one.tif").stat().st_ino
 
 
-def test_rename_replaces(tmp_path):
+def test_put_replaces(tmp_path):
     storage = LocalStorage()
     storage.write_text(tmp_path / "new", "new")
     storage.write_text(tmp_path / "old", "old")
-    storage.rename(tmp_path / "new", tmp_path / "old")
+    storage.put(tmp_path / "new", tmp_path / "old")
     assert storage.read_text(tmp_path / "old") == "new" and not storage.exists(tmp_path / "new")
+    with storage.local_copy(tmp_path / "here") as local:
+        assert local == tmp_path / "here"

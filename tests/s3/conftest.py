@@ -126,3 +126,29 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """The server, named by ``AWS_ENDPOINT_URL`` (as a user points every AWS tool at it) for one test."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     return s3_server
+
+
+@pytest.fixture(autouse=True)
+def _working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own temporary working directory: a run writing to s3:// keeps its log file in
+    ``./.geoseg-batch-logs``, which must not land in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 3-band model bundle."""
+    from tests.helpers import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "m.keras", bands=3)
+
+
+@pytest.fixture(scope="session")
+def scene_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Landsat RGB sample where it is present, else a synthetic 3-band scene of about its size."""
+    from tests.helpers import SHARED_DATA, write_scene
+
+    rgb = SHARED_DATA / "landsat_rgb" / "RGB.byte.tif"
+    if rgb.exists():
+        return rgb
+    return write_scene(tmp_path_factory.mktemp("scene") / "RGB.byte.tif", (718, 791), bands=3)

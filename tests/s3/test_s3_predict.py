@@ -10,28 +10,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import zarr
 
 from geoseg_batch.cli import main
 
-from tests.helpers import SHARED_DATA, make_bundle, write_scene
-
-RGB = SHARED_DATA / "landsat_rgb" / "RGB.byte.tif"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "m.keras", bands=3)
-
-
-@pytest.fixture(scope="module")
-def scene_file(tmp_path_factory) -> Path:
-    """The real Landsat RGB sample where it is present, else a synthetic 3-band scene of about its size."""
-    if RGB.exists():
-        return RGB
-    return write_scene(tmp_path_factory.mktemp("scene") / "RGB.byte.tif", (718, 791), bands=3)
+from tests.helpers import write_scene
 
 
 def _arrays(store: Path) -> dict[str, np.ndarray]:
