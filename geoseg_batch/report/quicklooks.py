@@ -31,6 +31,7 @@ _NODATA_BACKGROUND = "#d9d9d9"  # light grey shows through transparent (nodata) 
 
 QUICKLOOK_SOURCES = {"scene": "scene", "probabilities": "probability_cog", "mask": "mask_cog"}  # kind: output key
 QUICKLOOK_FULL_READ_PIXELS = 16_000_000  # a raster without overviews is read whole to decimate it
+QUICKLOOK_REMOTE_READ_PIXELS = 1_000_000  # the same over HTTP (/vsis3/...): a whole read is a download of it
 
 
 def _decimated_shape(rows: int, cols: int, max_side: int) -> tuple[int, int]:
@@ -203,8 +204,13 @@ def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: in
 
 
 def _cheap_to_decimate(raster: Path) -> bool:
-    """Whether a decimated read is cheap: the raster has overviews, or is small enough to read whole."""
+    """Whether a decimated read is cheap: the raster has overviews, or is small enough to read whole (smaller
+    when it is read over the network: object storage is read by ranges, a scene never downloaded whole)."""
     import rasterio
 
+    from geoseg_batch.io.urls import GDAL_PREFIXES
+
+    remote = str(raster).startswith(tuple(GDAL_PREFIXES.values()))
     with rasterio.open(raster) as src:
-        return bool(src.overviews(1)) or src.width * src.height <= QUICKLOOK_FULL_READ_PIXELS
+        limit = QUICKLOOK_REMOTE_READ_PIXELS if remote else QUICKLOOK_FULL_READ_PIXELS
+        return bool(src.overviews(1)) or src.width * src.height <= limit
