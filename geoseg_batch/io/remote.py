@@ -247,3 +247,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return seen
+
+
+def open_object(url: str, settings: CloudSettings, block_size: int, max_blocks: int) -> Any:
+    """A read-only fsspec file object of ``url``, caching up to ``max_blocks`` blocks of ``block_size`` bytes
+    (least recently used first out): ranges are read as they are asked for, never the whole object.
+
+    Raises the one-line errors of :func:`object_info` (missing key or bucket, 403, unreachable store).
+    """
+    fs = settings.filesystem(split(url)[0])
+    with _store_errors(url, settings):
+        return fs.open(fsspec_path(url), "rb", block_size=block_size, cache_type="blockcache",
+                       cache_options={"maxblocks": max_blocks})

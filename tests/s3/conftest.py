@@ -41,6 +41,7 @@ class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc,valid-type]
     def __init__(self, ip_address: str, port: int) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self.served: collections.Counter[str] = collections.Counter()
+        self.served_by: collections.Counter[tuple[str, str]] = collections.Counter()  # (path, app id)
 
     def _server_entry(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -53,7 +54,11 @@ class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc,valid-type]
             if environ["REQUEST_METHOD"] != "GET":
                 return body
             chunks = list(body)
-            self.served[environ.get("PATH_INFO", "")] += sum(len(c) for c in chunks)
+            size = sum(len(c) for c in chunks)
+            self.served[environ.get("PATH_INFO", "")] += size
+            agent = environ.get("HTTP_USER_AGENT", "").split()  # "... app/<AWS_SDK_UA_APP_ID> ..."
+            app_id = next((part[4:] for part in agent if part.startswith("app/")), "")
+            self.served_by[environ.get("PATH_INFO", ""), app_id] += size
             return chunks
 
         self._server = make_server(self._ip_address, self._port, counting, True, request_handler=MotoRequestHandler)
@@ -74,6 +79,11 @@ class S3Server:
     def served(self, key: str) -> int:
         """Bytes of the GET responses served so far for ``key`` of the bucket."""
         return self.server.served[f"/{self.bucket}/{key}"]
+
+    def served_to(self, key: str, app: str) -> int:
+        """Bytes of the GET responses served so far for ``key`` to clients naming themselves ``app`` (their
+        ``AWS_SDK_UA_APP_ID``, in the User-Agent)."""
+        return self.server.served_by[f"/{self.bucket}/{key}", app]
 
     @property
     def host_port(self) -> str:

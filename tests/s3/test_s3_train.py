@@ -1,0 +1,121 @@
+"""Training from shards on the loopback S3 server: the same model as from the local copies at one seed, in one
+process and on 2 Dask workers; ranged reads (never a whole shard for a few chips); each rank reads only its own
+shards; ETag checksums; one-line errors for a missing key or bucket."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geoseg_batch import train
+from geoseg_batch.cli import main
+from geoseg_batch.data.chips import open_chips, read_group
+from geoseg_batch.jobfile import parse_job
+from geoseg_batch.runs import run_job
+
+from tests.helpers import local_client
+
+TINY = {"epochs": 2, "depth": 2, "base_filters": 4, "batch_size": 16, "seed": 0, "patience": 0}
+
+
+def _upload(s3, shards: Path) -> tuple[str, str]:
+    """(URL of a fresh prefix holding the shard directory's files, that prefix's key)."""
+    prefix = f"train-{uuid.uuid4().hex[:8]}/shards"
+    for path in sorted(shards.iterdir()):
+        s3.upload(path, f"{prefix}/{path.name}")
+    return f"s3://{s3.bucket}/{prefix}", prefix
+
+
+def _weights(result) -> str:
+    from geoseg_batch.model.bundle import load_bundle
+    from geoseg_batch.training.fit import weights_digest
+
+    return weights_digest(load_bundle(result.outputs[0]["bundle"]).model)
+
+
+def test_training_from_s3_equals_training_from_local_shards(tmp_path, s3_env, shards_dir):
+    url, _ = _upload(s3_env, shards_dir)
+    local = train(data=shards_dir, out=tmp_path / "local", **TINY)
+    remote = train(data=url, out=tmp_path / "remote", **TINY)
+    f1_local, f1_remote = local.summary["test_metrics"]["f1"], remote.summary["test_metrics"]["f1"]
+    assert abs(f1_remote - f1_local) <= 0.01, (f1_local, f1_remote)
+    assert remote.summary["test_metrics"] == local.summary["test_metrics"]  # deterministic: the very same run
+    assert _weights(remote) == _weights(local)
+    assert remote.summary["chips"] == local.summary["chips"]
+    checksums = json.loads((tmp_path / "remote" / "manifest.json").read_text())["checksums"]
+    shard_sums = {k: v for k, v in checksums.items() if k.startswith(url)}
+    assert len(shard_sums) == 4 and all(v.startswith("etag:") for v in shard_sums.values()), checksums
+    assert not (tmp_path / "remote" / "stats.json").exists()  # the stats were read from the store, not computed
+
+
+def test_a_glob_of_shard_urls_and_ranged_reads(s3_env, learnable_shards):
+    prefix = f"glob-{uuid.uuid4().hex[:8]}"
+    for name in ("shard_00000.h5", "shard_00001.h5", "shard_00002.h5"):
+        s3_env.upload(learnable_shards / name, f"{prefix}/{name}")
+    collection = open_chips(f"s3://{s3_env.bucket}/{prefix}/shard_0000[01].h5")
+    assert len(collection.groups) == 2 and collection.chips == 64
+    key = f"{prefix}/shard_00001.h5"
+    size = (learnable_shards / "shard_00001.h5").stat().st_size
+    header = s3_env.served(key)
+    assert 0 < header < size / 8, (header, size)  # opening read the metadata, not the shard
+    images, masks = read_group(collection, collection.groups[1], np.array([5, 6]))
+    local = open_chips(learnable_shards)
+    expected = read_group(local, local.groups[1], np.array([5, 6]))
+    np.testing.assert_array_equal(images, expected[0])
+    np.testing.assert_array_equal(masks, expected[1])
+    assert 0 < s3_env.served(key) - header < size / 4, (s3_env.served(key) - header, size)  # ranges, not the file
+
+
+def _job(data: str | Path, out: Path, endpoint: str) -> object:
+    return parse_job({"kind": "train", "out": str(out), "data": {"path": str(data)},
+                      "model": {"depth": 2, "base_filters": 4}, "storage": {"endpoint_url": endpoint},
+                      "train": {"epochs": 2, "batch_size": 16, "seed": 0, "patience": 0}})
+
+
+@pytest.fixture(scope="module")
+def two_workers(s3_server):
+    """Two worker processes started after the server's credentials are in the environment (they inherit it)."""
+    with local_client(2, processes=True) as client:
+        yield client
+
+
+@pytest.mark.cluster
+def test_two_workers_from_s3_equal_local_and_each_rank_reads_only_its_shards(tmp_path, s3_server, shards_dir,
+                                                                               two_workers):
+    url, prefix = _upload(s3_server, shards_dir)
+    local = run_job(_job(shards_dir, tmp_path / "local", s3_server.endpoint), two_workers)
+    remote = run_job(_job(url, tmp_path / "remote", s3_server.endpoint), two_workers)  # the storage: block
+    f1_local, f1_remote = local.summary["test_metrics"]["f1"], remote.summary["test_metrics"]["f1"]
+    assert abs(f1_remote - f1_local) <= 0.01, (f1_local, f1_remote)
+    ranks = remote.summary["workers"]
+    assert [r["shards"] for r in ranks] == [r["shards"] for r in local.summary["workers"]]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    for rank in ranks:
+        others = [s for other in ranks if other is not rank for s in other["shards"]]
+        app = f"geoseg-batch-rank-{rank['rank']}"
+        own = {s: s3_server.served_to(f"{prefix}/{s}", app) for s in rank["shards"]}
+        assert all(own.values()), own  # it trained on its shards, from the store
+        foreign = {s: s3_server.served_to(f"{prefix}/{s}", app) for s in others}
+        if rank["rank"]:
+            assert not any(foreign.values()), foreign  # never a byte of another rank's shards
+        else:  # the chief reads the other shards once, for the test split at the end: less than their owner
+            owner = {s: s3_server.served_to(f"{prefix}/{s}", "geoseg-batch-rank-1") for s in others}
+            assert all(foreign[s] < owner[s] for s in others), (foreign, owner)
+
+
+@pytest.mark.parametrize("where", ["key", "bucket"])
+def test_missing_shard_key_or_bucket_is_one_line_exit_2(tmp_path, s3_env, capsys, where):
+    url = f"s3://{s3_env.bucket}/nowhere/shard_00000.h5" if where == "key" else "s3://no-such-bucket/shards"
+    out, started = tmp_path / "run", time.perf_counter()
+    code = main(["train", "--data", url, "--out", str(out), "--epochs", "1"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("geoseg-batch: error: ") and url in lines[0], lines
+    assert f"no such {'object' if where == 'key' else 'bucket'}" in lines[0] or "no shard_" in lines[0], lines
+    assert time.perf_counter() - started < 30
+    assert not out.exists()
