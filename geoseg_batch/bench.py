@@ -253,15 +253,17 @@ def _bench_scene(path: Path, megapixels: float, bands: int, seed: int) -> Path:
     return path
 
 
-def _pipeline_run(scene: Path, bundle: Path, out: Path, tile: int, stitch: str, batch_size: int,
-                  workers: int | None, precision: str) -> dict[str, Any]:
+def _pipeline_run(scene: Path | str, bundle: Path, out: Path, tile: int, stitch: str, batch_size: int,
+                  workers: int | None, precision: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``geoseg-batch predict`` of ``scene`` (a path or URL) in a subprocess (environment ``env``, default this
+    one's): its speed (end to end; ``summary["mpx_per_s"]`` is the run's own), peak RSS and manifest summary."""
     command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", str(scene), "--model", str(bundle),
                "--out", str(out), "--tile", str(tile), "--stitch", stitch, "--batch-size", str(batch_size),
                "--precision", precision]
     if workers:
         command += ["--workers", str(workers)]
     started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     seconds = time.perf_counter() - started
     if completed.returncode:
         raise RuntimeError(f"pipeline run failed: {completed.stderr.strip().splitlines()[-1:]}")

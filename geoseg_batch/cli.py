@@ -193,6 +193,11 @@ def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scaling", action="store_true", help="also run the pipeline on a quarter-size scene")
     parser.add_argument("--precision", choices=get_args(Precision), default="float32",
                         help="of raw and pipeline (naive stays float32)")
+    parser.add_argument("--scene-url", metavar="URL",
+                        help="instead: the pipeline on the scene at URL and on a local copy, interleaved; "
+                             "'loopback': a moto S3 server on 127.0.0.1 serves the bench's scene (or --scene)")
+    parser.add_argument("--scene", metavar="FILE", help="with --scene-url loopback: the scene to upload")
+    parser.add_argument("--repeats", type=int, default=3, help="with --scene-url: rounds of one run per side")
 
 
 def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -206,7 +211,17 @@ def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from geoseg_batch.bench import bench_predict
+    from geoseg_batch.bench_remote import bench_scene_url
 
+    if args.scene and not args.scene_url:
+        parser.error(f"--scene {args.scene}: only with --scene-url loopback (the scene it uploads)")
+    if args.scene_url:
+        figures = bench_scene_url(json_path=args.json, scene_url=args.scene_url, scene=args.scene,
+                                  megapixels=args.megapixels, tile=args.tile, stitch=args.stitch, bands=args.bands,
+                                  depth=args.depth, base_filters=args.base_filters, batch_size=args.batch_size,
+                                  workers=args.workers, precision=args.precision, repeats=args.repeats)
+        _print({k: v for k, v in figures.items() if k != "runs"})
+        return
     figures = bench_predict(json_path=args.json, megapixels=args.megapixels, tile=args.tile, stitch=args.stitch,
                             bands=args.bands, depth=args.depth, base_filters=args.base_filters,
                             batch_size=args.batch_size, workers=args.workers, scaling=args.scaling,

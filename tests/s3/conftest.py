@@ -9,10 +9,9 @@ chain reads them (GDAL, botocore and the Dask workers spawned by the tests inher
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,49 +20,15 @@ import pytest
 
 try:  # the test extra; without it the S3 tests skip
     import s3fs  # noqa: F401
-    from moto.server import ThreadedMotoServer
+
+    from geoseg_batch.io.loopback import CountingMotoServer
 except ImportError:  # pragma: no cover
-    ThreadedMotoServer = object  # type: ignore[assignment,misc]
+    CountingMotoServer = object  # type: ignore[assignment,misc]
     MISSING = "the S3 tests need moto[server] and s3fs (pip install -e '.[test]')"
 else:
     MISSING = ""
 
 BUCKET = "scenes"
-
-
-class CountingMotoServer(ThreadedMotoServer):  # type: ignore[misc,valid-type]
-    """moto's threaded server, counting the bytes of the GET responses it serves, by path (``/bucket/key``).
-
-    The same WSGI app and request handler as ``ThreadedMotoServer._server_entry``, wrapped: what
-    the tests measure is what went over the wire (a window read must not fetch the whole object).
-    """
-
-    def __init__(self, ip_address: str, port: int) -> None:
-        super().__init__(ip_address=ip_address, port=port, verbose=False)
-        self.served: collections.Counter[str] = collections.Counter()
-        self.served_by: collections.Counter[tuple[str, str]] = collections.Counter()  # (path, app id)
-
-    def _server_entry(self) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
-
-        app = DomainDispatcherApplication(create_backend_app)
-
-        def counting(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            body = app(environ, start_response)
-            if environ["REQUEST_METHOD"] != "GET":
-                return body
-            chunks = list(body)
-            size = sum(len(c) for c in chunks)
-            self.served[environ.get("PATH_INFO", "")] += size
-            agent = environ.get("HTTP_USER_AGENT", "").split()  # "... app/<AWS_SDK_UA_APP_ID> ..."
-            app_id = next((part[4:] for part in agent if part.startswith("app/")), "")
-            self.served_by[environ.get("PATH_INFO", ""), app_id] += size
-            return chunks
-
-        self._server = make_server(self._ip_address, self._port, counting, True, request_handler=MotoRequestHandler)
-        self._server_ready_event.set()
-        self._server.serve_forever()
 
 
 @dataclass(frozen=True)
@@ -79,11 +44,6 @@ class S3Server:
     def served(self, key: str) -> int:
         """Bytes of the GET responses served so far for ``key`` of the bucket."""
         return self.server.served[f"/{self.bucket}/{key}"]
-
-    def served_to(self, key: str, app: str) -> int:
-        """Bytes of the GET responses served so far for ``key`` to clients naming themselves ``app`` (their
-        ``AWS_SDK_UA_APP_ID``, in the User-Agent)."""
-        return self.server.served_by[f"/{self.bucket}/{key}", app]
 
     @property
     def host_port(self) -> str:
