@@ -202,6 +202,10 @@ def _input_paths(spec: AnyJob) -> list[tuple[str, Path | str]]:
     from geoseg_batch.geo.scene import scene_paths
     from geoseg_batch.io.remote import CloudSettings
 
+    if isinstance(spec, TrainJob) and is_url(spec.data.path):  # shards in object storage: each one listed
+        from geoseg_batch.data.shards import remote_shards
+
+        return [("data.path", url) for url in remote_shards(spec.data.path, CloudSettings.of(spec.storage))[0]]
     if isinstance(spec, TrainJob):
         return [("data.path", spec.data.path)]
     if isinstance(spec, EvaluateJob):

@@ -110,7 +110,7 @@ def open_shards(path: Location, cloud: CloudSettings | None = None) -> ShardSet:
     """Validate and open a shard directory or a single shard file (local, or a prefix, URL or glob of URLs in
     object storage, asked with ``cloud``)."""
     path = location(path)
-    files, root = _remote_files(path, cloud) if is_url(path) else _local_files(path)
+    files, root = remote_shards(path, cloud) if is_url(path) else _local_files(path)
     shards, bands, shape, first = [], None, None, None
     for file in files:
         chip_ids, file_bands, file_shape = _read_header(file, cloud)
@@ -135,8 +135,9 @@ def _local_files(path: Path) -> tuple[list[Path], Path]:
     return files, path if path.is_dir() else path.parent
 
 
-def _remote_files(url: str, cloud: CloudSettings | None) -> tuple[list[str], str]:
-    """(shard URLs, root prefix) of a prefix, a shard's URL or a glob of shard URLs in object storage."""
+def remote_shards(url: str, cloud: CloudSettings | None) -> tuple[list[str], str]:
+    """(shard URLs, root prefix) of a prefix, a shard's URL or a glob of shard URLs in object storage, listed
+    (no shard read); MissingInputError when there are none, the store's one-line errors otherwise."""
     from geoseg_batch.io.remote import CloudSettings, expand, object_info
 
     cloud = cloud or CloudSettings.of()

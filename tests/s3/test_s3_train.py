@@ -4,10 +4,13 @@ shards; ETag checksums; one-line errors for a missing key or bucket."""
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,7 +77,30 @@ def test_a_glob_of_shard_urls_and_ranged_reads(s3_env, learnable_shards):
 def _job(data: str | Path, out: Path, endpoint: str) -> object:
     return parse_job({"kind": "train", "out": str(out), "data": {"path": str(data)},
                       "model": {"depth": 2, "base_filters": 4}, "storage": {"endpoint_url": endpoint},
-                      "train": {"epochs": 2, "batch_size": 16, "seed": 0, "patience": 0}})
+                      "train": {"epochs": 1, "batch_size": 16, "seed": 0, "patience": 0}})
+
+
+@pytest.fixture()
+def reads_by_app(s3_server) -> Iterator[collections.Counter]:
+    """Bytes of GET responses by (key, app id) while a test runs: the app id is the client's
+    ``AWS_SDK_UA_APP_ID`` (``app/...`` in its User-Agent), which each training rank sets to its rank."""
+    wsgi = s3_server.server._server  # werkzeug's server: it calls .app for every request
+    served, inner = collections.Counter(), wsgi.app
+
+    def attributing(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        chunks = list(inner(environ, start_response))
+        if environ["REQUEST_METHOD"] == "GET":
+            agent = environ.get("HTTP_USER_AGENT", "").split()
+            app = next((part[4:] for part in agent if part.startswith("app/")), "")
+            key = environ.get("PATH_INFO", "").removeprefix(f"/{s3_server.bucket}/")
+            served[key, app] += sum(len(c) for c in chunks)
+        return chunks
+
+    wsgi.app = attributing
+    try:
+        yield served
+    finally:
+        wsgi.app = inner
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +110,10 @@ def two_workers(s3_server):
         yield client
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_two_workers_from_s3_equal_local_and_each_rank_reads_only_its_shards(tmp_path, s3_server, shards_dir,
-                                                                               two_workers):
+                                                                               two_workers, reads_by_app):
     url, prefix = _upload(s3_server, shards_dir)
     local = run_job(_job(shards_dir, tmp_path / "local", s3_server.endpoint), two_workers)
     remote = run_job(_job(url, tmp_path / "remote", s3_server.endpoint), two_workers)  # the storage: block
@@ -95,16 +122,17 @@ def test_two_workers_from_s3_equal_local_and_each_rank_reads_only_its_shards(tmp
     ranks = remote.summary["workers"]
     assert [r["shards"] for r in ranks] == [r["shards"] for r in local.summary["workers"]]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["weights_sha256"] == local.summary["workers"][0]["weights_sha256"]  # deterministic: the same run
     for rank in ranks:
         others = [s for other in ranks if other is not rank for s in other["shards"]]
         app = f"geoseg-batch-rank-{rank['rank']}"
-        own = {s: s3_server.served_to(f"{prefix}/{s}", app) for s in rank["shards"]}
+        own = {s: reads_by_app[f"{prefix}/{s}", app] for s in rank["shards"]}
         assert all(own.values()), own  # it trained on its shards, from the store
-        foreign = {s: s3_server.served_to(f"{prefix}/{s}", app) for s in others}
+        foreign = {s: reads_by_app[f"{prefix}/{s}", app] for s in others}
         if rank["rank"]:
             assert not any(foreign.values()), foreign  # never a byte of another rank's shards
         else:  # the chief reads the other shards once, for the test split at the end: less than their owner
-            owner = {s: s3_server.served_to(f"{prefix}/{s}", "geoseg-batch-rank-1") for s in others}
+            owner = {s: reads_by_app[f"{prefix}/{s}", "geoseg-batch-rank-1"] for s in others}
             assert all(foreign[s] < owner[s] for s in others), (foreign, owner)
 
 
@@ -119,3 +147,12 @@ def test_missing_shard_key_or_bucket_is_one_line_exit_2(tmp_path, s3_env, capsys
     assert f"no such {'object' if where == 'key' else 'bucket'}" in lines[0] or "no shard_" in lines[0], lines
     assert time.perf_counter() - started < 30
     assert not out.exists()
+
+
+def test_validate_lists_shards_in_the_store(tmp_path, s3_env, shards_dir):
+    url, _ = _upload(s3_env, shards_dir)
+    job = tmp_path / "train.yaml"
+    job.write_text(f"kind: train\nout: {tmp_path / 'run'}\ndata:\n  path: {url}\n")
+    assert main(["validate", str(job)]) == 0
+    job.write_text(f"kind: train\nout: {tmp_path / 'run'}\ndata:\n  path: {url}-missing\n")
+    assert main(["validate", str(job)]) == 2
