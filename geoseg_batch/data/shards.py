@@ -162,9 +162,10 @@ def beside(root: Location, name: str) -> Location:
     return f"{str(root).rstrip('/')}/{name}" if is_url(root) else Path(root) / name
 
 
-def chunk_block(chip_shape: tuple[int, int], bands: int) -> int:
-    """The block of object storage reads of shards of ``bands``-band chips of ``chip_shape``: one chip's chunk."""
-    return block_size(chip_shape[0] * chip_shape[1] * bands * np.dtype(np.float32).itemsize)
+def chunk_block(chip_shape: tuple[int, int], bands: int, chips: int = 8) -> int:
+    """The block of object storage reads of shards of ``bands``-band chips of ``chip_shape``: the chunks of
+    ``chips`` consecutive chips (a read block of the training pipeline), fetched in one request."""
+    return block_size(chips * chip_shape[0] * chip_shape[1] * bands * np.dtype(np.float32).itemsize)
 
 
 def contiguous_runs(positions: np.ndarray) -> list[tuple[int, int]]:
@@ -186,7 +187,7 @@ def read_shard_chips(path: Location, positions: np.ndarray, cloud: CloudSettings
     positions = np.asarray(positions, dtype=np.int64)
     if np.any(np.diff(positions) <= 0):
         raise ValueError("shard positions must be strictly ascending")
-    with open_hdf5(location(path), cloud, block) as handle:
+    with open_hdf5(location(path), cloud, block, keep=True) as handle:
         images_ds, masks_ds = handle["images"], handle["masks"]
         images = np.empty((len(positions),) + images_ds.shape[1:], np.float32)
         masks = np.empty((len(positions),) + masks_ds.shape[1:], np.uint8)
