@@ -74,12 +74,10 @@ def _served(store: Any, keys: list[str]) -> tuple[int, int]:
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each side's median chips/s and peak RSS, the ratio S3/local (overall and per round), bytes per S3 run."""
     side = {name: [r for r in runs if r["side"] == name] for name in ("s3", "local")}
-    figures: dict[str, Any] = {}
-    for name, mine in side.items():
-        figures[f"{name}_chips_per_s"] = statistics.median(r["chips_per_s"] for r in mine)
-        figures[f"{name}_peak_rss_bytes"] = statistics.median(r["peak_rss_bytes"] for r in mine)
+    figures = {f"{name}_{metric}": statistics.median(r[metric] for r in side[name])
+               for name in side for metric in ("chips_per_s", "peak_rss_bytes")}
+    figures.update({f"{metric}_per_run": statistics.median(r[metric] for r in side["s3"])
+                    for metric in ("bytes_fetched", "get_requests")})
     figures["s3_over_local"] = figures["s3_chips_per_s"] / figures["local_chips_per_s"]
     figures["ratios_per_round"] = [round(s["chips_per_s"] / l["chips_per_s"], 4) for s, l in zip(*side.values())]
-    figures["bytes_fetched_per_run"] = statistics.median(r["bytes_fetched"] for r in side["s3"])
-    figures["get_requests_per_run"] = statistics.median(r["get_requests"] for r in side["s3"])
     return figures

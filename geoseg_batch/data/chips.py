@@ -115,6 +115,7 @@ def _shard_collection(path: Location, fill_nan: float | None, cloud: CloudSettin
 def absolute(collection: ChipCollection) -> ChipCollection:
     """``collection`` with every local path made absolute (for workers running in another directory)."""
     def resolved(value: Location | None) -> Location | None:
+        """``value`` made absolute (a URL and None as they are)."""
         return value if value is None or is_url(value) else Path(value).resolve()
 
     groups = tuple(dataclasses.replace(g, shard=resolved(g.shard), pairs=tuple(
