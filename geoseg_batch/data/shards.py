@@ -152,8 +152,9 @@ def remote_shards(url: str, cloud: CloudSettings | None) -> tuple[list[str], str
         root = url.rstrip("/")
         files = expand(f"{root}/{SHARD_GLOB}", cloud)
         if not files:
-            raise MissingInputError(f"{url}: no {SHARD_GLOB} objects under this prefix; upload the shard directory "
-                                    "(`geoseg-batch shards pack` makes one) or name a shard or a glob of shards")
+            raise MissingInputError(f"{url}: no {SHARD_GLOB} objects under this prefix; upload a shard directory "
+                                    "(`geoseg-batch shards pack` makes one: Landslide4Sense chips are read from "
+                                    "local directories only) or name a shard or a glob of shards")
     return files, root
 
 
