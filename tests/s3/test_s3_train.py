@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -138,15 +139,29 @@ def test_two_workers_from_s3_equal_local_and_each_rank_reads_only_its_shards(tmp
             assert all(foreign[s] < owner[s] for s in others), (foreign, owner)
 
 
-@pytest.mark.parametrize("where", ["key", "bucket"])
-def test_missing_shard_key_or_bucket_is_one_line_exit_2(tmp_path, s3_env, capsys, where):
-    url = f"s3://{s3_env.bucket}/nowhere/shard_00000.h5" if where == "key" else "s3://no-such-bucket/shards"
+@pytest.mark.parametrize("where", ["key", "bucket", "credentials", "endpoint"])
+def test_bad_storage_input_is_one_line_exit_2(tmp_path, s3_env, shards_dir, capsys, monkeypatch, where):
+    url, _ = _upload(s3_env, shards_dir)
+    expected = {"key": "no such object", "bucket": "no such bucket", "credentials": "access denied",
+                "endpoint": "cannot be reached"}[where]
+    if where == "key":
+        url = f"s3://{s3_env.bucket}/nowhere/shard_00000.h5"
+    elif where == "bucket":
+        url = "s3://no-such-bucket/shards"
+    elif where == "credentials":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    else:
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
     out, started = tmp_path / "run", time.perf_counter()
     code = main(["train", "--data", url, "--out", str(out), "--epochs", "1"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("geoseg-batch: error: ") and url in lines[0], lines
-    assert f"no such {'object' if where == 'key' else 'bucket'}" in lines[0] or "no shard_" in lines[0], lines
+    assert expected in lines[0], lines
     assert time.perf_counter() - started < 30
     assert not out.exists()
 
