@@ -173,3 +173,13 @@ def test_validate_lists_shards_in_the_store(tmp_path, s3_env, shards_dir):
     assert main(["validate", str(job)]) == 0
     job.write_text(f"kind: train\nout: {tmp_path / 'run'}\ndata:\n  path: {url}-missing\n")
     assert main(["validate", str(job)]) == 2
+
+
+def test_band_statistics_of_shards_in_the_store_equal_local(s3_env, shards_dir):
+    from geoseg_batch.data.stats import compute_stats
+
+    prefix = f"stats-{uuid.uuid4().hex[:8]}"
+    for path in sorted(shards_dir.glob("shard_*.h5")):  # no stats.json: computed over ranged reads
+        s3_env.upload(path, f"{prefix}/{path.name}")
+    remote = compute_stats(open_chips(f"s3://{s3_env.bucket}/{prefix}"))
+    assert remote == compute_stats(open_chips(shards_dir))
