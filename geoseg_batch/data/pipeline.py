@@ -89,10 +89,13 @@ def _d4(image: tf.Tensor, mask: tf.Tensor, turn_seed: tf.Tensor,
 
 
 def _finish(dataset: tf.data.Dataset, transform: Transform, batch_size: int, shuffle: bool,
-            shuffle_buffer: int, seed: int) -> tf.data.Dataset:
-    """``dataset`` of chips shuffled (seeded), transformed (a seed per chip), batched and prefetched."""
+            shuffle_buffer: int, seed: int, repeat: bool = False) -> tf.data.Dataset:
+    """``dataset`` of chips shuffled (seeded), repeated (``repeat``: every pass over the chips a shuffle of
+    its own, each chip once per pass), transformed (a seed per chip), batched and prefetched."""
     if shuffle and shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
     if transform.random:  # one stateless seed per chip, in the chips' order: the same draws every run
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda chip, chip_seed: transform(*chip, chip_seed),
@@ -122,7 +125,8 @@ def chip_dataset(
 ) -> tf.data.Dataset:
     """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk.
 
-    ``repeat``: cycle through the chips forever (every batch full), for a fixed number of steps.
+    ``repeat``: cycle through the chips forever (every batch full), for a fixed number of steps; each pass
+    is shuffled anew and holds every chip once (the shuffle buffer does not mix passes).
     """
     positions = [split_positions(g.chip_ids, split, val_fraction, test_fraction, split_seed) for g in collection.groups]
     blocks = read_blocks(positions)
@@ -143,9 +147,7 @@ def chip_dataset(
         dataset = dataset.shuffle(max(len(blocks), 1), seed=seed, reshuffle_each_iteration=True)
     # One Python call per block, two blocks in flight, taken in order (a fixed seed repeats the run).
     dataset = dataset.map(read_op, num_parallel_calls=2, deterministic=True).unbatch()
-    if repeat:
-        dataset = dataset.repeat()
-    return _finish(dataset, transform, batch_size, shuffle, shuffle_buffer, seed)
+    return _finish(dataset, transform, batch_size, shuffle, shuffle_buffer, seed, repeat)
 
 
 def array_dataset(images: np.ndarray, masks: np.ndarray, transform: Transform, *, batch_size: int = 8,
