@@ -106,11 +106,13 @@ def shard_stats(path: str | Path, scheduler: str | None = None, workers: int | N
     from geoseg_batch.data.stats import compute_stats
     from geoseg_batch.io.publish import write_json
 
+    if is_url(path):  # writing beside them would be an object-storage output, which this command does not make
+        raise ConfigError(f"{path}: shards stats writes stats.json beside the shards, so it takes a local shard "
+                          "directory; compute it there before uploading (train computes missing stats itself)")
     collection = open_chips(path)
     with _client(scheduler, workers) as client:
         stats = compute_stats(collection, client=client)
-    root = collection.path if collection.path.is_dir() else collection.path.parent
-    write_json(root / STATS_NAME, stats.to_dict())
+    write_json(Path(collection.root) / STATS_NAME, stats.to_dict())
     return stats
 
 
