@@ -106,11 +106,13 @@ def shard_stats(path: str | Path, scheduler: str | None = None, workers: int | N
     from geoseg_batch.data.stats import compute_stats
     from geoseg_batch.io.publish import write_json
 
+    if is_url(path):  # writing beside them would be an object-storage output, which this command does not make
+        raise ConfigError(f"{path}: shards stats writes stats.json beside the shards, so it takes a local shard "
+                          "directory; compute it there before uploading (train computes missing stats itself)")
     collection = open_chips(path)
     with _client(scheduler, workers) as client:
         stats = compute_stats(collection, client=client)
-    root = collection.path if collection.path.is_dir() else collection.path.parent
-    write_json(root / STATS_NAME, stats.to_dict())
+    write_json(Path(collection.root) / STATS_NAME, stats.to_dict())
     return stats
 
 
@@ -207,6 +209,10 @@ def _input_paths(spec: AnyJob) -> list[tuple[str, Path | str]]:
     from geoseg_batch.geo.scene import scene_paths
     from geoseg_batch.io.remote import CloudSettings
 
+    if isinstance(spec, TrainJob) and is_url(spec.data.path):  # shards in object storage: each one listed
+        from geoseg_batch.data.shards import remote_shards
+
+        return [("data.path", url) for url in remote_shards(spec.data.path, CloudSettings.of(spec.storage))[0]]
     if isinstance(spec, TrainJob):
         return [("data.path", spec.data.path)]
     if isinstance(spec, EvaluateJob):

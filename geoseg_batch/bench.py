@@ -45,12 +45,13 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
 
     from geoseg_batch.data.chips import iter_chips, open_chips
     from geoseg_batch.data.pipeline import Transform, array_dataset, chip_dataset
+    from geoseg_batch.data.shards import STATS_NAME, beside
     from geoseg_batch.data.stats import load_stats
     from geoseg_batch.model.unet import build_model
     from geoseg_batch.training.loop import TrainLoop
 
-    collection = open_chips(args["data"])
-    stats = load_stats(Path(args["data"]) / "stats.json")
+    collection = open_chips(args["data"])  # a shard directory, or its prefix in object storage (bench_train_remote)
+    stats = load_stats(beside(collection.root, STATS_NAME), collection.cloud)
     transform = Transform.from_stats(stats, augment=True, jitter=0.05)
     batch = args["batch_size"]
     if args["mode"] == "numpy":
@@ -81,10 +82,11 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def _in_subprocess(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one ``kind`` ("train" or "predict") measurement in a fresh process; its peak RSS is its own."""
+def _in_subprocess(kind: str, args: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one ``kind`` ("train" or "predict") measurement in a fresh process (environment ``env``, default this
+    one's); its figures (its peak RSS is its own)."""
     completed = subprocess.run([sys.executable, "-m", "geoseg_batch.bench", kind, json.dumps(args)],
-                               capture_output=True, text=True, check=False)
+                               capture_output=True, text=True, check=False, env=env)
     if completed.returncode:
         raise RuntimeError(f"benchmark worker failed: {completed.stderr.strip().splitlines()[-1:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])

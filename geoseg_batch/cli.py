@@ -182,6 +182,9 @@ def _bench_train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scaling", action="store_true", help="also: peak RSS of one epoch over N vs 4N shards")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="instead: distributed training chips/s with 1 and N workers")
+    parser.add_argument("--from-s3", action="store_true",
+                        help="instead: chips/s from the same shards on a moto S3 server that the bench starts on "
+                             "127.0.0.1 and from the local disk, interleaved (needs moto[server], the test extra)")
 
 
 def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
@@ -203,6 +206,16 @@ def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
 def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from geoseg_batch.bench import bench_train
 
+    if args.from_s3:
+        from geoseg_batch.bench_train_remote import bench_train_from_s3
+
+        if args.workers or args.scaling:
+            parser.error("--from-s3 measures one process; drop --workers and --scaling")
+        figures = bench_train_from_s3(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
+                                      batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
+                                      steps=args.steps, repeats=args.repeats)
+        _print({k: v for k, v in figures.items() if k != "runs"})
+        return
     figures = bench_train(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
                           batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
                           steps=args.steps, repeats=args.repeats, scaling=args.scaling, workers=args.workers)

@@ -134,7 +134,8 @@ def _bundle_location(value: Any) -> Any:
 class DataSpec(Spec):
     """Training data and its split into train/val/test (a stable hash of each chip id)."""
 
-    path: Path = Field(description="Landslide4Sense directory or shard directory", json_schema_extra={"name": "data"})
+    path: str = Field(description="Landslide4Sense directory or shard directory; shards also as a URL: a prefix "
+                                  "(s3://bucket/shards), a shard or a glob of shards", json_schema_extra={"name": "data"})
     fill_nan: float | None = Field(None, description="replace NaN/inf pixels with this value instead of failing",
                                    json_schema_extra={"metavar": "V"})
     val_fraction: float = Field(0.15, ge=0, lt=1)
@@ -144,6 +145,8 @@ class DataSpec(Spec):
                                                               "(10 for Landslide4Sense); recorded in the bundle "
                                                               "for predict --resample",
                                          json_schema_extra={"metavar": "M"})
+
+    _data_location = field_validator("path", mode="before")(_locations)
 
     @model_validator(mode="after")
     def _fractions(self) -> DataSpec:
@@ -211,6 +214,7 @@ class TrainJob(Spec):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     sweep: SweepSpec | None = None
+    storage: StorageSpec = StorageSpec()
     cluster: ClusterSpec = ClusterSpec()
 
     def runs(self) -> list[tuple[str, TrainJob]]:

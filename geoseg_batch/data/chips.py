@@ -7,20 +7,31 @@ shuffled, interleaved order, statistics reduce over groups with Dask.
 Every chip has an id (``image_N``, kept when packing), and its split (train / val / test)
 is a pure function of that id and a seed, so a chip lands in the same split whether it
 is read from the Landslide4Sense directory or from shards packed from it.
+
+Shards may be read from object storage (a prefix, a shard's URL or a glob of them; see
+:mod:`geoseg_batch.data.shards`); the collection then carries the store's
+:class:`~geoseg_batch.io.remote.CloudSettings` (plain data, no secrets) to every reader, Dask
+tasks and training ranks included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geoseg_batch.data import l4s, shards
 from geoseg_batch.data.bands import default_band_names
 from geoseg_batch.errors import DataError, MissingInputError
+from geoseg_batch.io.urls import Location, is_url, location
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 SPLITS = ("train", "val", "test", "all")
 L4S_GROUP_SIZE = 32
@@ -31,7 +42,7 @@ class ChipGroup:
     """Chips read together: one shard file, or a run of Landslide4Sense pairs."""
 
     chip_ids: tuple[str, ...]
-    shard: Path | None = None
+    shard: Location | None = None  # a shard file or URL
     pairs: tuple[l4s.L4SPair, ...] = ()
 
 
@@ -39,12 +50,14 @@ class ChipGroup:
 class ChipCollection:
     """Validated chips from one path, in either layout."""
 
-    path: Path
+    path: Location  # what was opened: a directory, a file, a URL or a glob of URLs
     layout: str  # "shards" | "l4s"
     groups: tuple[ChipGroup, ...]
     band_names: tuple[str, ...]
     chip_shape: tuple[int, int]  # (rows, cols)
     fill_nan: float | None = None
+    cloud: CloudSettings | None = None  # the object store's settings, when shards are read from one
+    root: Location | None = None  # the folder (or prefix) of the shards: their stats.json
 
     @property
     def chips(self) -> int:
@@ -54,25 +67,28 @@ class ChipCollection:
     def bands(self) -> int:
         return len(self.band_names)
 
-    def files(self) -> list[Path]:
-        """Every data file, for checksums."""
+    def files(self) -> list[Location]:
+        """Every data file (or URL), for checksums."""
         if self.layout == "shards":
             return [g.shard for g in self.groups]
         return [f for g in self.groups for p in g.pairs for f in (p.image, p.mask)]
 
 
-def open_chips(path: Path | str, fill_nan: float | None = None) -> ChipCollection:
-    """Open a Landslide4Sense directory or a shard directory/file, validating its structure."""
-    path = Path(path)
+def open_chips(path: Location, fill_nan: float | None = None, cloud: CloudSettings | None = None) -> ChipCollection:
+    """Open a Landslide4Sense directory or a shard directory/file (or shards in object storage, asked with
+    ``cloud``: default the environment's settings), validating its structure."""
+    path = location(path)
+    if is_url(path):
+        from geoseg_batch.io.remote import CloudSettings
+
+        return _shard_collection(path, fill_nan, cloud or CloudSettings.of())
     if not path.exists():
         raise MissingInputError(
             f"{path}: no such file or directory; --data takes a Landslide4Sense directory (img/, mask/) "
             "or a directory of shards"
         )
     if shards.is_shard_path(path):
-        shard_set = shards.open_shards(path)
-        groups = tuple(ChipGroup(chip_ids=s.chip_ids, shard=s.path) for s in shard_set.shards)
-        return ChipCollection(path, "shards", groups, shard_set.band_names, shard_set.chip_shape, fill_nan)
+        return _shard_collection(path, fill_nan, None)
     if path.is_dir() and (l4s.is_l4s_dir(path) or not any(path.iterdir())):
         index = l4s.scan_l4s(path)
         pairs = index.pairs
@@ -88,10 +104,32 @@ def open_chips(path: Path | str, fill_nan: float | None = None) -> ChipCollectio
     )
 
 
+def _shard_collection(path: Location, fill_nan: float | None, cloud: CloudSettings | None) -> ChipCollection:
+    """The collection of the shards at ``path`` (local, or in object storage with ``cloud``)."""
+    shard_set = shards.open_shards(path, cloud)
+    groups = tuple(ChipGroup(chip_ids=s.chip_ids, shard=s.path) for s in shard_set.shards)
+    return ChipCollection(path, "shards", groups, shard_set.band_names, shard_set.chip_shape, fill_nan, cloud,
+                          shard_set.root)
+
+
+def absolute(collection: ChipCollection) -> ChipCollection:
+    """``collection`` with every local path made absolute (for workers running in another directory)."""
+    def resolved(value: Location | None) -> Location | None:
+        """``value`` made absolute (a URL and None as they are)."""
+        return value if value is None or is_url(value) else Path(value).resolve()
+
+    groups = tuple(dataclasses.replace(g, shard=resolved(g.shard), pairs=tuple(
+        dataclasses.replace(p, image=resolved(p.image), mask=resolved(p.mask)) for p in g.pairs))
+        for g in collection.groups)
+    return dataclasses.replace(collection, path=resolved(collection.path), groups=groups,
+                               root=resolved(collection.root))
+
+
 def read_group(collection: ChipCollection, group: ChipGroup, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (n, rows, cols, bands), masks uint8 (n, rows, cols)) of a group's chips at ``positions`` (ascending)."""
     if group.shard is not None:  # values were checked (or filled) when the shard was packed
-        return shards.read_shard_chips(group.shard, positions)
+        return shards.read_shard_chips(group.shard, positions, collection.cloud,
+                                       shards.chunk_block(collection.chip_shape, collection.bands))
     if not len(positions):
         return _empty(collection)
     chips = [l4s.read_l4s_pair(group.pairs[int(i)], collection.fill_nan) for i in positions]

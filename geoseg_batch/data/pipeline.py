@@ -11,6 +11,12 @@ the 8 flips/90-degree rotations, applied identically to image and mask), photome
 jitter (per-band gain and offset in normalized space; image only), optional resize to the
 model's input size (bilinear for images, nearest for masks). :func:`array_dataset` applies
 the same transforms to in-memory arrays, the baseline of ``bench train``.
+
+Repeatable at a fixed seed: every stage keeps its order (``deterministic=True``: parallel
+reads and maps still run two at a time, their results taken in order), the block order and
+the shuffle buffer are seeded, and the random transforms are stateless, drawn from a seed
+per chip that a seeded random stream hands out in the chips' order (a new stream each
+epoch, the same epochs every run). Two runs of a job at one seed see the same batches.
 """
 
 from __future__ import annotations
@@ -41,17 +47,29 @@ class Transform:
                    input_size: tuple[int, int] | None = None) -> Transform:
         return cls(stats.mean, stats.std, augment, jitter, input_size)
 
-    def __call__(self, image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    @property
+    def random(self) -> bool:
+        """Whether the transform draws random numbers (augmentation or jitter)."""
+        return bool(self.augment or self.jitter)
+
+    def __call__(self, image: tf.Tensor, mask: tf.Tensor,
+                 seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(normalized, augmented, jittered, resized image float32, mask int32) of one chip; the random draws
+        come from ``seed`` (int64 [2], stateless ops), or from TF's global generator without one."""
         mean = tf.constant(self.mean, tf.float32)
         std = tf.maximum(tf.constant(self.std, tf.float32), 1e-6)
         image = (tf.cast(image, tf.float32) - mean) / std
         mask = tf.cast(mask, tf.int32)[..., tf.newaxis]
+        if seed is None and self.random:
+            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+        if self.random:
+            seeds = tf.random.experimental.stateless_split(seed, 4)
         if self.augment:
-            image, mask = _d4(image, mask)
+            image, mask = _d4(image, mask, seeds[0], seeds[1])
         if self.jitter:
             bands = len(self.mean)
-            gain = tf.random.normal([bands], 1.0, self.jitter)
-            offset = tf.random.normal([bands], 0.0, self.jitter)
+            gain = tf.random.stateless_normal([bands], seeds[2], 1.0, self.jitter)
+            offset = tf.random.stateless_normal([bands], seeds[3], 0.0, self.jitter)
             image = image * gain + offset
         if self.input_size is not None:
             image = tf.image.resize(image, self.input_size, method="bilinear")
@@ -59,21 +77,31 @@ class Transform:
         return image, mask[..., 0]
 
 
-def _d4(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """One of the 8 symmetries of the square, the same for image and mask."""
-    k = tf.random.uniform([], 0, 4, dtype=tf.int32)
+def _d4(image: tf.Tensor, mask: tf.Tensor, turn_seed: tf.Tensor,
+        flip_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One of the 8 symmetries of the square (drawn from the two seeds), the same for image and mask."""
+    k = tf.random.stateless_uniform([], turn_seed, 0, 4, dtype=tf.int32)
     image, mask = tf.image.rot90(image, k), tf.image.rot90(mask, k)
-    flip = tf.random.uniform([]) < 0.5
+    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
     image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
     mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
     return image, mask
 
 
 def _finish(dataset: tf.data.Dataset, transform: Transform, batch_size: int, shuffle: bool,
-            shuffle_buffer: int, seed: int) -> tf.data.Dataset:
+            shuffle_buffer: int, seed: int, repeat: bool = False) -> tf.data.Dataset:
+    """``dataset`` of chips shuffled (seeded), repeated (``repeat``: every pass over the chips a shuffle of
+    its own, each chip once per pass), transformed (a seed per chip), batched and prefetched."""
     if shuffle and shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(transform, num_parallel_calls=2, deterministic=not shuffle)
+    if repeat:
+        dataset = dataset.repeat()
+    if transform.random:  # one stateless seed per chip, in the chips' order: the same draws every run
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda chip, chip_seed: transform(*chip, chip_seed),
+                                                           num_parallel_calls=2, deterministic=True)
+    else:
+        dataset = dataset.map(transform, num_parallel_calls=2, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(2)
     options = tf.data.Options()
     options.threading.private_threadpool_size = 2  # the model's intra-op pool owns the cores
@@ -97,7 +125,8 @@ def chip_dataset(
 ) -> tf.data.Dataset:
     """Batches of (normalized image float32 (b, r, c, bands), mask int32 (b, r, c)) streamed from disk.
 
-    ``repeat``: cycle through the chips forever (every batch full), for a fixed number of steps.
+    ``repeat``: cycle through the chips forever (every batch full), for a fixed number of steps; each pass
+    is shuffled anew and holds every chip once (the shuffle buffer does not mix passes).
     """
     positions = [split_positions(g.chip_ids, split, val_fraction, test_fraction, split_seed) for g in collection.groups]
     blocks = read_blocks(positions)
@@ -116,11 +145,9 @@ def chip_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(np.arange(len(blocks), dtype=np.int64))
     if shuffle:
         dataset = dataset.shuffle(max(len(blocks), 1), seed=seed, reshuffle_each_iteration=True)
-    # One Python call per block, two blocks in flight; order kept unless training.
-    dataset = dataset.map(read_op, num_parallel_calls=2, deterministic=not shuffle).unbatch()
-    if repeat:
-        dataset = dataset.repeat()
-    return _finish(dataset, transform, batch_size, shuffle, shuffle_buffer, seed)
+    # One Python call per block, two blocks in flight, taken in order (a fixed seed repeats the run).
+    dataset = dataset.map(read_op, num_parallel_calls=2, deterministic=True).unbatch()
+    return _finish(dataset, transform, batch_size, shuffle, shuffle_buffer, seed, repeat)
 
 
 def array_dataset(images: np.ndarray, masks: np.ndarray, transform: Transform, *, batch_size: int = 8,

@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg_batch.data.chips import ChipCollection, ChipGroup, read_group
-from geoseg_batch.errors import DataError
+from geoseg_batch.errors import DataError, GeosegError
+from geoseg_batch.io.urls import Location, is_url
+
+if TYPE_CHECKING:
+    from geoseg_batch.io.remote import CloudSettings
 
 
 @dataclass(frozen=True)
@@ -121,10 +125,24 @@ def compute_stats(collection: ChipCollection, client: Any | None = None) -> Band
     )
 
 
-def load_stats(path: Path | str) -> BandStats:
-    """Read a ``stats.json``."""
+def load_stats(path: Location, cloud: CloudSettings | None = None) -> BandStats:
+    """Read a ``stats.json`` (a file, or an object read with ``cloud``'s settings).
+
+    Raises MissingInputError for a missing object (the one-line errors of
+    :mod:`geoseg_batch.io.remote`), DataError for unreadable statistics.
+    """
     try:
-        return BandStats.from_dict(json.loads(Path(path).read_text()))
+        return BandStats.from_dict(json.loads(_text(path, cloud)))
+    except GeosegError:
+        raise
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: unreadable band statistics ({exc}); recompute with `geoseg-batch shards stats`") from None
 
+
+def _text(path: Location, cloud: CloudSettings | None) -> str:
+    """The text of the file or object at ``path``."""
+    if not is_url(path):
+        return Path(path).read_text()
+    from geoseg_batch.io.remote import CloudSettings, read_text
+
+    return read_text(str(path), cloud or CloudSettings.of())

@@ -276,3 +276,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return seen
+
+
+def open_object(url: str, settings: CloudSettings, block_size: int, cache_type: str = "readahead",
+                max_blocks: int = 1) -> Any:
+    """A read-only fsspec file object of ``url`` whose reads fetch ``block_size`` bytes at a time through fsspec's
+    ``cache_type`` cache (``blockcache``: up to ``max_blocks`` blocks, least recently used out): ranges as they
+    are asked for, never the whole object.
+
+    Raises the one-line errors of :func:`object_info` (missing key or bucket, 403, unreachable store).
+    """
+    fs = settings.filesystem(split(url)[0])
+    options = {"maxblocks": max_blocks} if cache_type == "blockcache" else {}
+    with _store_errors(url, settings):
+        return fs.open(fsspec_path(url), "rb", block_size=block_size, cache_type=cache_type, cache_options=options)

@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 from geoseg_batch.config import TrainJob, resolved
 from geoseg_batch.data.chips import ChipCollection, open_chips
 from geoseg_batch.data.stats import BandStats, compute_stats, load_stats
+from geoseg_batch.errors import MissingInputError
 from geoseg_batch.io.publication import Publication
 from geoseg_batch.io.publish import checksums, combined_digest, write_json
+from geoseg_batch.io.remote import CloudSettings
+from geoseg_batch.io.urls import Location, is_url
 from geoseg_batch.runs.result import JobResult, write_report
 
 if TYPE_CHECKING:  # training imports TensorFlow; only jobs that train load it
@@ -20,17 +23,26 @@ if TYPE_CHECKING:  # training imports TensorFlow; only jobs that train load it
 
 
 def training_stats(collection: ChipCollection, out: Path, client: Any | None = None) -> BandStats:
-    """Band statistics stored beside shards, or computed with Dask (and saved in ``out``)."""
-    from geoseg_batch.data.shards import STATS_NAME
+    """Band statistics stored beside shards (a file, or an object of their store), or computed with Dask (and
+    saved in ``out``)."""
+    from geoseg_batch.data.shards import STATS_NAME, beside
 
-    stored = collection.path / STATS_NAME if collection.path.is_dir() else collection.path.parent / STATS_NAME
-    if collection.layout == "shards" and stored.exists():
-        stats = load_stats(stored)
-        if stats.band_names == collection.band_names:
-            return stats
+    stored = _stored_stats(collection, beside(collection.root, STATS_NAME)) if collection.layout == "shards" else None
+    if stored is not None and stored.band_names == collection.band_names:
+        return stored
     stats = compute_stats(collection, client=client)
     write_json(out / STATS_NAME, stats.to_dict())
     return stats
+
+
+def _stored_stats(collection: ChipCollection, stored: Location) -> BandStats | None:
+    """The statistics at ``stored``, None when there are none (no file, no object)."""
+    if not is_url(stored):
+        return load_stats(stored) if Path(stored).exists() else None
+    try:
+        return load_stats(stored, collection.cloud)
+    except MissingInputError:
+        return None
 
 
 def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
@@ -40,12 +52,13 @@ def run_train(job: TrainJob, client: Any | None = None) -> JobResult:
 
     configure_tensorflow()
     started = time.perf_counter()
-    collection = open_chips(job.data.path, fill_nan=job.data.fill_nan)  # validate before writing anything
+    collection = open_chips(job.data.path, fill_nan=job.data.fill_nan,  # validate before writing anything
+                            cloud=CloudSettings.of(job.storage) if is_url(job.data.path) else None)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     with Publication(out, direct=True) as publication:  # checkpoints are written as training goes
         stats = training_stats(collection, out, client)
-        inputs = checksums(collection.files())
+        inputs = checksums(collection.files(), collection.cloud)  # objects: ETag and size, nothing downloaded
         trainer = _Trainer(fit, collection, stats, combined_digest(inputs), client)
         outputs, summary = _single_run(job, trainer) if job.sweep is None else _sweep(job, trainer, out)
         summary["wall_s"] = round(time.perf_counter() - started, 3)

@@ -7,8 +7,11 @@ workers' hosts and free ports) and run the same custom loop as single-process tr
 share of the global batch and TensorFlow's collective all-reduce sums them, so all ranks
 apply the same update and keep identical weights.
 
-Shards: each rank reads a disjoint subset of the shard files, balanced by training-chip
-count; together the subsets cover every shard each epoch. Every rank runs the same number
+Shards: each rank reads a disjoint subset of the shard files (or objects, in object
+storage), balanced by training-chip count; together the subsets cover every shard each
+epoch. The chips as the client opened them (shard names, chip ids, the store's settings)
+travel with the rank's task, so a rank opens no shard but its own for training and
+validation; only the chief, at the end, reads the test chips of every shard. Every rank runs the same number
 of steps per epoch (collectives need equal step counts): ranks with fewer chips cycle
 through theirs. Rank 0, the *chief*, writes checkpoints, history and the bundle to
 ``out``; the others write to scratch (``out/.ranks/<rank>``). Every rank resumes from
@@ -31,6 +34,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -41,15 +45,17 @@ from pathlib import Path
 from typing import Any
 
 from geoseg_batch.config import TrainJob
-from geoseg_batch.data.chips import ChipCollection, split_positions
+from geoseg_batch.data.chips import ChipCollection, absolute, split_positions
 from geoseg_batch.data.stats import BandStats
 from geoseg_batch.errors import ConfigError, RunError
+from geoseg_batch.io.urls import name
 from geoseg_batch.training.role import Distribution
 
 log = logging.getLogger(__name__)
 
 STALL_TIMEOUT_S = 600.0  # a rank whose log has not moved for this long is killed
 RANKS_DIR = ".ranks"
+COLLECTION_NAME = "collection.pickle"  # the chips as the client opened them (shards' ids; a store's settings)
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,10 @@ def train_on_cluster(job: TrainJob, collection: ChipCollection, stats: BandStats
     """Train ``job`` with one rank per chosen worker of ``client``; (rank results, shard assignment)."""
     from distributed import Event
 
-    # Workers may run elsewhere, in another directory: they get absolute paths.
+    # Workers may run elsewhere, in another directory: they get absolute paths (URLs stay as they are).
+    collection = absolute(collection)
     job = job.model_copy(update={"out": Path(job.out).resolve(),
-                                 "data": job.data.model_copy(update={"path": Path(job.data.path).resolve()})})
+                                 "data": job.data.model_copy(update={"path": str(collection.path)})})
     addresses = training_workers(client, workers)
     world = len(addresses)
     if job.train.batch_size % world:
@@ -154,7 +161,7 @@ def train_on_cluster(job: TrainJob, collection: ChipCollection, stats: BandStats
         payload = {"job": job.model_dump(mode="json"), "rank": rank, "world": world, "groups": assignment[rank],
                    "tf_config": {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": rank}},
                    "stats": stats.to_dict(), "data_checksum": data_checksum, "steps_per_epoch": steps,
-                   "abort_event": abort.name, "threads": threads, "run_id": run_id}
+                   "abort_event": abort.name, "threads": threads, "run_id": run_id, "collection": collection}
         futures.append(client.submit(run_rank, payload, workers=[address], allow_other_workers=False, pure=False,
                                      retries=0, key=f"train-rank-{rank}-{run_id}", resources=gpu))
     try:
@@ -243,8 +250,9 @@ def _threads_per_rank(info: dict[str, Any], addresses: list[str]) -> int:
 
 
 def _group_name(collection: ChipCollection, group: int) -> str:
+    """The file name of group ``group``'s shard (``group-NNNNN`` for Landslide4Sense files)."""
     shard = collection.groups[group].shard
-    return shard.name if shard is not None else f"group-{group:05d}"
+    return name(shard) if shard is not None else f"group-{group:05d}"
 
 
 # --------------------------------------------------------------------------- on a worker
@@ -258,9 +266,12 @@ def run_rank(payload: dict[str, Any]) -> RankResult:
     scratch = rank_dir(Path(payload["job"]["out"]), payload["rank"])
     scratch.mkdir(parents=True, exist_ok=True)
     payload_path, log_path, result_path = (scratch / "payload.json", scratch / "rank.log", scratch / "result.json")
+    payload = dict(payload)
+    (scratch / COLLECTION_NAME).write_bytes(pickle.dumps(payload.pop("collection")))
     payload_path.write_text(json.dumps(payload))
     result_path.unlink(missing_ok=True)
-    env = {**os.environ, "TF_CONFIG": json.dumps(payload["tf_config"]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CONFIG": json.dumps(payload["tf_config"]), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "AWS_SDK_UA_APP_ID": f"geoseg-batch-rank-{payload['rank']}"}  # a store's logs tell the ranks apart
     abort = Event(payload["abort_event"])
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "geoseg_batch.training.distributed", str(payload_path)],
@@ -323,13 +334,12 @@ def _rank_main(payload_path: Path) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     from geoseg_batch.jobfile import parse_job
-    from geoseg_batch.data.chips import open_chips
     from geoseg_batch.training.fit import fit
 
     logging.basicConfig(level=logging.INFO, format=f"rank {payload['rank']}: %(message)s")
     job = parse_job(payload["job"], source="distributed training")
-    full = open_chips(job.data.path, fill_nan=job.data.fill_nan)
     scratch = rank_dir(Path(job.out), payload["rank"])
+    full = pickle.loads((scratch / COLLECTION_NAME).read_bytes())  # as the client opened it: no shard re-read
     distribution = Distribution(strategy, payload["rank"], payload["world"], payload["steps_per_epoch"], full, scratch)
     result = fit(job, subset(full, payload["groups"]), BandStats.from_dict(payload["stats"]), payload["data_checksum"],
                  distribution=distribution)

@@ -169,6 +169,7 @@ def _build(setup: _Setup) -> _Run:
     from geoseg_batch.model.unet import build_model
 
     job, spec = setup.job, setup.job.train
+    keras.utils.set_random_seed(spec.seed)  # Python's, NumPy's, TF's and Keras' generators (dropout): repeatable
     with setup.role.scope():
         model = build_model(job.model.model_type, bands=setup.collection.bands, classes=len(job.model.classes),
                             depth=job.model.depth, base_filters=job.model.base_filters,

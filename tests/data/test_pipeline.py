@@ -73,3 +73,32 @@ def test_normalization_jitter_and_resize():
     per_chip = x.numpy().reshape(4, -1, 2)
     assert np.ptp(per_chip[..., 1].mean(1)) > 0  # each chip gets its own gain/offset
     np.testing.assert_allclose(per_chip.std(1), 0.0, atol=1e-5)  # ... constant over its pixels
+
+
+def test_training_batches_repeat_at_a_fixed_seed(shards_dir):
+    collection = open_chips(shards_dir)
+    stats = load_stats(shards_dir / "stats.json")
+    transform = Transform.from_stats(stats, augment=True, jitter=0.05)
+
+    def epochs(seed: int) -> list[list[np.ndarray]]:
+        dataset = chip_dataset(collection, transform, split="train", val_fraction=0.2, batch_size=8, shuffle=True,
+                               shuffle_buffer=32, seed=seed)
+        return [[x.numpy() for x, _ in dataset] for _ in range(2)]
+
+    first, again, other = epochs(5), epochs(5), epochs(6)
+    for epoch, repeated in zip(first, again):  # the same batches, bit for bit, epoch by epoch
+        assert len(epoch) == len(repeated) and all(np.array_equal(a, b) for a, b in zip(epoch, repeated))
+    assert not all(np.array_equal(a, b) for a, b in zip(first[0], first[1]))  # a new order each epoch
+    assert not all(np.array_equal(a, b) for a, b in zip(first[0], other[0]))  # and another seed, another run
+
+
+def test_repeated_stream_holds_every_chip_once_per_pass(shards_dir):
+    collection = open_chips(shards_dir)
+    stats = load_stats(shards_dir / "stats.json")
+    plain = Counter(_signature(x) for x, _ in chip_dataset(collection, Transform.from_stats(stats)).unbatch())
+    stream = chip_dataset(collection, Transform.from_stats(stats, augment=True), batch_size=8, shuffle=True,
+                          shuffle_buffer=256, seed=2, repeat=True).unbatch()  # a buffer larger than the chips
+    seen = [_signature(x) for x, _ in stream.take(3 * 96)]
+    passes = [seen[i:i + 96] for i in range(0, len(seen), 96)]
+    assert all(Counter(p) == plain for p in passes)  # each pass: a permutation, the buffer mixes no passes
+    assert passes[0] != passes[1]
