@@ -288,5 +288,5 @@ def open_object(url: str, settings: CloudSettings, block_size: int, cache_type: 
     """
     fs = settings.filesystem(split(url)[0])
     options = {"maxblocks": max_blocks} if cache_type == "blockcache" else {}
-    with _store_errors(url, settings):
+    with store_errors(url, settings):
         return fs.open(fsspec_path(url), "rb", block_size=block_size, cache_type=cache_type, cache_options=options)
