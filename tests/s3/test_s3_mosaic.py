@@ -40,10 +40,13 @@ def _manifest(prefix: str) -> tuple[ObjectPath, dict]:
     return version, json.loads(CloudSettings.of().filesystem("s3").cat_file(f"{version.key}/manifest.json"))
 
 
-def _nightly_job(tmp_path: Path, bundle: Path, root: str) -> Path:
-    """The shipped nightly job, tiny, with its scenes, both step outputs and its history under ``root``."""
-    payload = yaml.safe_load((JOBS / "nightly_mosaic.yaml").read_text())
-    payload.update(out=f"{root}/history", cluster={"workers": 1})
+def _nightly_job(tmp_path: Path, bundle: Path, root: str, endpoint: str) -> Path:
+    """The shipped object-storage nightly job, tiny, with its scenes, both step outputs and its history under
+    ``root`` on the store at ``endpoint``."""
+    payload = yaml.safe_load((JOBS / "nightly_mosaic_s3.yaml").read_text())
+    payload.update(out=f"{root}/history", cluster={"workers": 1}, storage={"endpoint_url": endpoint})
+    for step in payload["steps"]:
+        step["storage"] = {"endpoint_url": endpoint}
     payload["steps"][0].update(scenes=[f"{root}/incoming/scene_?.tif"], model=str(bundle), out=f"{root}/pred",
                                tile=64)
     payload["steps"][1].update(predictions=[f"{root}/pred"], out=f"{root}/mosaic", chunk=64, crs="EPSG:32633",
@@ -65,7 +68,7 @@ def test_nightly_pipeline_on_s3_redoes_only_what_is_new(tmp_path, s3_env, bundle
 
     drop(1, 500000, 5200000)
     drop(2, 501000, 5200000)
-    job = _nightly_job(tmp_path, bundle, root)
+    job = _nightly_job(tmp_path, bundle, root, s3_env.endpoint)
     assert main(["validate", str(job)]) == 0
     assert main(["submit", str(job)]) == 0
     pred_v1, predicted = _manifest(f"{root}/pred")
