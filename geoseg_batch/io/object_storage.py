@@ -6,6 +6,7 @@ an output ``OUT`` (``s3://bucket/prefix``) is::
     OUT/current.json        the pointer: which version is current (see :func:`read_pointer`)
     OUT/versions/ID/        one complete version per published run; the 3 newest are kept
     OUT/versions/ID/.done/  tile completion records while ID is being written (removed when published)
+    OUT/manifest.json       a copy of the current version's manifest, written just after the pointer
     OUT/.lease.json         the lease of the run writing OUT (:class:`ObjectRecord`)
 
 A run writes its results in place under its own version prefix (ID: the UTC time it began
@@ -13,7 +14,9 @@ and the run key, so a re-run of the same job finds it again and resumes from its
 records), and publishes it by writing the pointer, last: one PUT, which a reader sees whole
 or not at all. A reader follows the pointer (:func:`current_version`) and so sees a complete
 version, the old one or the new one, at any moment; the versions a reader may still be reading
-(the 3 newest) stay. The lease is an object taken with a conditional put (``If-None-Match: *``)
+(the 3 newest) stay. ``OUT/manifest.json`` is where every output keeps its manifest (the
+manifest's paths name the version's objects); the pointer is what publishes, the copy follows
+it, so a run that dies between the two leaves the previous manifest there, complete. The lease is an object taken with a conditional put (``If-None-Match: *``)
 and renewed and released with ``If-Match`` on the ETag its holder wrote; a store that ignores
 conditional headers still loses no update unseen: the holder re-reads the record before each
 renewal and stops at once when another run's token is there.
@@ -41,6 +44,8 @@ VERSIONS_DIR = "versions"
 """The folder of an output prefix that holds its versions."""
 LEASE_NAME = ".lease.json"
 """The lease object of an output prefix."""
+MANIFEST_NAME = "manifest.json"
+"""The run manifest: in each version, and a copy of the current one's in the output prefix."""
 OWN_NAMES = frozenset({POINTER_NAME, VERSIONS_DIR, LEASE_NAME})
 """The entries publishing makes in an output prefix (anything else there is somebody else's)."""
 
@@ -242,12 +247,15 @@ def _has_records(storage: ObjectStorage, stage: ObjectPath) -> bool:
 
 def _publish(storage: ObjectStorage, out: ObjectPath, version: ObjectPath, pointer: dict[str, Any] | None,
              keep: int) -> None:
-    """Point ``out`` at ``version`` (one PUT of the pointer), then remove published versions beyond ``keep``."""
+    """Point ``out`` at ``version`` (one PUT of the pointer), copy its manifest to ``OUT/manifest.json``, then
+    remove published versions beyond ``keep``."""
     history = [version.name, *[v for v in (pointer or {}).get("history", []) if v != version.name]]
     published = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     storage.write_text(out / POINTER_NAME, json.dumps({"version": version.name, "url": str(version),
                                                        "published": published, "history": history[:keep]},
                                                       indent=2) + "\n")
+    if storage.exists(version / MANIFEST_NAME):  # OUT/manifest.json, where every output keeps its manifest
+        storage.write_bytes(out / MANIFEST_NAME, storage.read_bytes(version / MANIFEST_NAME))
     for old in history[keep:]:
         storage.remove(out / VERSIONS_DIR / old)
 

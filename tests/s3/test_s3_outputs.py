@@ -52,6 +52,7 @@ def test_predict_s3_to_s3_equals_local(tmp_path, s3_env, bundle, scene_file):
     entry = manifest["outputs"][0]
     assert entry["zarr"] == f"{version}/RGB.byte.zarr" and entry["scene"] == url
     assert not fs.exists(f"{version.key}/.done"), "completion records are not published"
+    assert json.loads(fs.cat_file(f"{s3_env.bucket}/results/rgb/manifest.json")) == manifest, "OUT/manifest.json"
     assert fs.exists(f"{version.key}/report.html") and fs.exists(f"{version.key}/state.json")
     assert fs.exists(f"{version.key}/RGB.byte_polygons.gpkg")
     assert not fs.exists(f"{s3_env.bucket}/results/rgb/.lease.json"), "the lease is released"
