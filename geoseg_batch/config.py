@@ -350,6 +350,7 @@ class MosaicJob(StoreOutputs):
     cluster: ClusterSpec = ClusterSpec()
 
     _mosaic_locations = field_validator("predictions", "out", mode="before")(_locations)
+    _writable_out = field_validator("out")(_writable)
 
 
 StepJob = Annotated[Union[TrainJob, EvaluateJob, PredictJob, MosaicJob], Field(discriminator="kind")]
