@@ -35,6 +35,7 @@ from typing import Any
 
 from geoseg_batch.errors import OutputExistsError
 from geoseg_batch.io.lease import Lease, acquire_lease
+from geoseg_batch.io.publish import MANIFEST_NAME, VERSIONS_KEPT
 from geoseg_batch.io.remote import CloudSettings, store_errors
 from geoseg_batch.io.urls import ObjectPath
 
@@ -44,8 +45,6 @@ VERSIONS_DIR = "versions"
 """The folder of an output prefix that holds its versions."""
 LEASE_NAME = ".lease.json"
 """The lease object of an output prefix."""
-MANIFEST_NAME = "manifest.json"
-"""The run manifest: in each version, and a copy of the current one's in the output prefix."""
 OWN_NAMES = frozenset({POINTER_NAME, VERSIONS_DIR, LEASE_NAME})
 """The entries publishing makes in an output prefix (anything else there is somebody else's)."""
 
@@ -167,7 +166,7 @@ class ObjectStorage:
                ) -> AbstractContextManager[ObjectPath]:
         """A new version of ``out``, published through the pointer when the block succeeds (refused while
         ``out`` holds results, unless ``overwrite``)."""
-        return _only_stage(self.versioned(out, resume_key, 3, overwrite, fresh=True))
+        return _only_stage(self.versioned(out, resume_key, VERSIONS_KEPT, overwrite, fresh=True))
 
     def versioned(self, out: ObjectPath, resume_key: str | None, keep: int, overwrite: bool, fresh: bool = False
                   ) -> AbstractContextManager[tuple[ObjectPath, ObjectPath | None]]:

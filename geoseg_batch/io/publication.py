@@ -48,7 +48,7 @@ from typing import Any
 
 from geoseg_batch.io.lease import WAIT_TIMEOUT_S, Lease
 from geoseg_batch.io.oserrors import translated_os_errors
-from geoseg_batch.io.publish import MANIFEST_NAME, json_text, manifest_payload
+from geoseg_batch.io.publish import MANIFEST_NAME, VERSIONS_KEPT, json_text, manifest_payload
 from geoseg_batch.io.state import STATE_NAME, RunState
 from geoseg_batch.io.storage import Storage, storage_for
 from geoseg_batch.io.urls import Output, output_location
@@ -56,8 +56,6 @@ from geoseg_batch.io.urls import Output, output_location
 RECORDS_DIR = ".done"
 """The staging directory's tile completion records (hidden: never published)."""
 
-VERSIONS_KEPT = 3
-"""Versions of an incremental output kept (the current one included)."""
 
 
 def output_lease(out: Output | str, wait: bool = False, wait_timeout_s: float = WAIT_TIMEOUT_S,

@@ -28,6 +28,9 @@ from geoseg_batch.errors import OutputExistsError
 from geoseg_batch.io.swap import recover_leftovers, replace_tree
 
 MANIFEST_NAME = "manifest.json"
+VERSIONS_KEPT = 3
+"""Versions of a versioned output kept (the current one included): incremental outputs, and every output in
+object storage."""
 
 
 @contextlib.contextmanager
