@@ -98,6 +98,49 @@ class StorageSpec(Spec):
     anonymous: bool = Field(False, description="unsigned requests, for public buckets")
 
 
+class StacSpec(Spec):
+    """Scenes found in a STAC catalog: a STAC API searched through pystac-client, or a static catalog,
+    collection or ItemCollection file (a path or URL) whose Items are filtered the same way."""
+
+    url: str | None = Field(None, description="a STAC API (its landing page URL) or a static catalog / collection / "
+                                              "ItemCollection JSON (path or URL): scenes are its Items",
+                            json_schema_extra={"name": "stac", "metavar": "URL"})
+    collections: list[str] | None = Field(None, description="collection ids to search",
+                                          json_schema_extra={"name": "collection", "metavar": "C,..."})
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="west, south, east, north in degrees (WGS 84)",
+        json_schema_extra={"metavar": ["W", "S", "E", "N"]})
+    datetime: str | None = Field(None, description="an instant or range, e.g. 2024-01-01/2024-06-30 or 2024-05-01/..",
+                                 json_schema_extra={"metavar": "RANGE"})
+    query: list[str] | None = Field(None, description="property filters (STAC query extension), e.g. "
+                                                      "eo:cloud_cover<20", json_schema_extra={"metavar": "EXPR,..."})
+    ids: list[str] | None = Field(None, description="only these Item ids", json_schema_extra={"name": "item_ids"})
+    max_items: int | None = Field(None, ge=1, description="at most this many Items (a guard for broad searches)")
+    assets: dict[str, str] | None = Field(None, description="the bundle's band names mapped to asset keys, e.g. "
+                                                            "red=B04,green=B03 (default: matched through eo:bands "
+                                                            "names and common names)",
+                                          json_schema_extra={"metavar": "BAND=ASSET,..."})
+    timeout_s: float = Field(30.0, gt=0, description="how long one request to the catalog may take",
+                             json_schema_extra={"name": "stac_timeout_s", "metavar": "S"})
+
+    @field_validator("assets", mode="before")
+    @classmethod
+    def _band_assets(cls, value: Any) -> Any:
+        """``BAND=ASSET,...`` (the command line's spelling) as a mapping; a mapping as it is."""
+        if not isinstance(value, str):
+            return value
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if not pairs or any(not sep or not band.strip() or not asset.strip() for band, sep, asset in pairs):
+            raise ValueError(f"got {value!r}; give BAND=ASSET pairs separated by commas, e.g. red=B04,green=B03")
+        return {band.strip(): asset.strip() for band, _, asset in pairs}
+
+    @model_validator(mode="after")
+    def _a_catalog(self) -> StacSpec:
+        if self.url is None:
+            raise ValueError("stac: no url; give the STAC API or catalog to search (--stac URL)")
+        return self
+
+
 def _locations(value: Any) -> Any:
     """Paths and URLs as the strings a job holds (a URL must stay a string: Path folds s3:// into s3:/)."""
     if isinstance(value, (list, tuple)):
@@ -269,6 +312,11 @@ class StoreOutputs(Spec):
     wait: bool = Field(False, description=WAIT_HELP)
     wait_timeout_s: float = Field(3600.0, gt=0, description=WAIT_TIMEOUT_HELP, json_schema_extra={"metavar": "S"})
     storage: StorageSpec = StorageSpec()
+    stac_api: str | None = Field(None, description="a STAC API with the Transactions extension: the results' STAC "
+                                                   "Items are posted there too (beside the static collection in out)",
+                                 json_schema_extra={"metavar": "URL"})
+    stac_collection: str | None = Field(None, description="the id of the results' STAC collection (default: the "
+                                                          "job's name)", json_schema_extra={"metavar": "ID"})
 
 
 class PredictJob(StoreOutputs):
@@ -281,6 +329,7 @@ class PredictJob(StoreOutputs):
                               json_schema_extra={"positional": True, "metavar": "SCENE"})
     scene_list: str | None = Field(None, description="a text file (or URL) of scene paths, one per line (relative "
                                                      "to it)", json_schema_extra={"metavar": "FILE"})
+    stac: StacSpec | None = Field(None, description="scenes from a STAC catalog (its Items' assets)")
     model: str = Field(description="model bundle (.keras): a file or a URL (s3://bucket/m.keras)",
                        json_schema_extra={"metavar": "BUNDLE"})
     out: str = Field(description=OUT_HELP)
@@ -313,8 +362,9 @@ class PredictJob(StoreOutputs):
 
     @model_validator(mode="after")
     def _some_scenes(self) -> PredictJob:
-        if not self.scenes and self.scene_list is None:
-            raise ValueError("no scenes: give scenes (files or glob patterns) or scene_list (a file of paths)")
+        if not self.scenes and self.scene_list is None and self.stac is None:
+            raise ValueError("no scenes: give scenes (files or glob patterns), scene_list (a file of paths) or stac "
+                             "(a STAC catalog to search)")
         return self
 
     @model_validator(mode="after")

@@ -45,6 +45,7 @@ class ScenePlan:
     key: str = ""
     with_cogs: bool = True
     with_polygons: bool = False
+    item: dict[str, Any] | None = None  # the STAC Item (JSON) the scene was found as, for a scene from --stac
 
     @property
     def store(self) -> str:
