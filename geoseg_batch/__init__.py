@@ -10,8 +10,8 @@ The public Python API mirrors the ``geoseg-batch`` command line, one function pe
 """
 
 from geoseg_batch.api import (
-    JobResult, demo, evaluate, info, mosaic, pack_shards, predict_scene, shard_info, shard_stats, submit, synth, train,
-    validate,
+    JobResult, demo, evaluate, info, mosaic, pack_shards, predict_scene, predict_stac, shard_info, shard_stats, submit,
+    synth, train, validate,
 )
 from geoseg_batch.config import DemoJob, EvaluateJob, MosaicJob, PipelineJob, PredictJob, TrainJob
 from geoseg_batch.jobfile import load_job
@@ -20,6 +20,6 @@ from geoseg_batch.version import __version__
 
 __all__ = [
     "__version__", "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene",
-    "mosaic", "validate", "submit", "info", "run_job", "load_job", "JobResult", "TrainJob", "EvaluateJob", "PredictJob",
+    "predict_stac", "mosaic", "validate", "submit", "info", "run_job", "load_job", "JobResult", "TrainJob", "EvaluateJob", "PredictJob",
     "MosaicJob", "PipelineJob", "DemoJob",
 ]

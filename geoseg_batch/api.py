@@ -151,6 +151,18 @@ def predict_scene(scenes: str | Path | list[str | Path], model: str | Path, out:
     return run_job(job, client)
 
 
+def predict_stac(stac: str | Path, model: str | Path, out: str | Path, *, client: Any | None = None,
+                 **options: Any) -> JobResult:
+    """Segment the scenes a STAC catalog holds: the Items a search of ``stac`` finds (a STAC API's landing page,
+    or a static catalog / ItemCollection file), each Item's bands stacked from its assets; returns the JobResult.
+
+    ``options``: the search (``collection``, ``bbox``, ``datetime``, ``query``, ``item_ids``, ``max_items``,
+    ``assets``: band name -> asset key) and any other PredictJob field by its keyword, as for
+    :func:`predict_scene`.
+    """
+    return predict_scene([], model, out, client=client, stac=str(stac), **options)
+
+
 def mosaic(predictions: str | Path | list[str | Path], out: str | Path, *, client: Any | None = None,
            **options: Any) -> JobResult:
     """Reproject and merge predict outputs onto one grid (a zarr store and mask/probability COGs); returns the result.

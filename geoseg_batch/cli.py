@@ -83,9 +83,12 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if not args.scenes and not args.scene_list:
-        parser.error("predict needs SCENE arguments or --scene-list FILE")
+    if not args.scenes and not args.scene_list and not args.stac:
+        parser.error("predict needs SCENE arguments, --scene-list FILE or --stac URL")
     result = api.predict_scene(**_given(PredictJob, args))
+    if result.summary.get("nothing_to_do"):
+        print(f"nothing to do: the search found no Items; {result.out} keeps what it holds")
+        return
     for output in result.outputs:
         print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
     summary = result.summary

@@ -68,3 +68,8 @@ class NoSpaceError(GeosegError, OSError):
     command after freeing space resumes. Raised with one argument, the message."""
 
     exit_code = 1
+
+
+class CatalogError(InputError):
+    """A STAC catalog cannot be searched or read, or one of its Items is malformed or lacks what the model needs.
+    Exit code 2."""

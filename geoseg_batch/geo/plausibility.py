@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg_batch.errors import DataError
-from geoseg_batch.io.urls import gdal_path
 
 if TYPE_CHECKING:
     from geoseg_batch.geo.scene import Scene
@@ -161,7 +160,7 @@ def sample_plausibility(scene: Scene, metadata: BundleMetadata) -> Plausibility:
 
     mean = np.asarray(metadata.normalization["mean"], np.float64)
     std = np.maximum(np.asarray(metadata.normalization["std"], np.float64), 1e-6)
-    with rasterio.open(gdal_path(scene.path)) as src:  # /vsis3/... for an s3:// scene
+    with rasterio.open(scene.dataset) as src:  # /vsis3/... for an s3:// scene, a VRT for a STAC Item
         values, source = _read_sample(src, scene)
         if not len(values):  # a sparse sample may miss a small valid area: look before calling it all nodata
             values, source = _scan(src, scene), "scan"

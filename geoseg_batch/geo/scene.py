@@ -114,6 +114,12 @@ class Scene:
     resampled: Resampled | None = None  # the grid it is read on, when warped (resampled, or from GCPs)
     masked: bool = False  # a GDAL mask (per-dataset mask, alpha band, a warp's footprint) marks nodata too
     cloud: CloudSettings | None = None  # object storage settings, for a scene read from a URL
+    source: str = ""  # what GDAL opens: the path, /vsis3/bucket/key, or a VRT's XML (a STAC Item's bands)
+
+    @property
+    def dataset(self) -> str:
+        """The name GDAL opens the scene's file by (``source``, else the path's)."""
+        return self.source or gdal_path(self.path)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -242,14 +248,14 @@ class _FileFacts:
     mask_flags: tuple[Any, ...]  # per band: rasterio MaskFlags
 
 
-def _file_facts(path: Location) -> _FileFacts:
-    """The header facts of the scene at ``path``: raises DataError when unreadable or not georeferenced
-    (no CRS, and no GCPs with a CRS)."""
+def _file_facts(path: Location, source: str) -> _FileFacts:
+    """The header facts of the scene at ``path`` (opened by GDAL as ``source``): raises DataError when unreadable
+    or not georeferenced (no CRS, and no GCPs with a CRS)."""
     import rasterio
     from rasterio.enums import ColorInterp
 
     try:
-        with rasterio.open(gdal_path(path)) as src:
+        with rasterio.open(source) as src:
             gcps, gcp_crs = src.gcps
             facts = _FileFacts(tuple(src.descriptions), src.scales, src.offsets, src.nodata,
                                tuple(n for n, c in enumerate(src.colorinterp, 1) if c == ColorInterp.alpha),
@@ -267,15 +273,15 @@ def _file_facts(path: Location) -> _FileFacts:
     return facts
 
 
-def _view(path: Location, metadata: BundleMetadata, nodata: float | None, masked: bool, resample: bool,
-          resampling: str, source_alpha: bool = False) -> Resampled | None:
+def _view(path: Location, source: str, metadata: BundleMetadata, nodata: float | None, masked: bool,
+          resample: bool, resampling: str, source_alpha: bool = False) -> Resampled | None:
     """The warped grid the scene at ``path`` is read on (GCPs, ``resample``), or None: read as it is.
 
     A masked scene without nodata value is warped with an alpha band (an alpha band of the
     source becomes the view's own), so its mask survives the warp."""
     import rasterio
 
-    with rasterio.open(gdal_path(path)) as src:
+    with rasterio.open(source) as src:
         view = gcp_grid(src, resampling)
         if view is not None:
             view = dataclasses.replace(view, alpha=nodata is None)
@@ -296,31 +302,34 @@ def _view(path: Location, metadata: BundleMetadata, nodata: float | None, masked
 
 def open_scene(path: Location | str, metadata: BundleMetadata, bands: list[str] | list[int] | None = None,
                nodata: float | None = None, resample: bool = False, resampling: str = "bilinear",
-               cloud: CloudSettings | None = None) -> Scene:
+               cloud: CloudSettings | None = None, source: str | None = None) -> Scene:
     """Open ``path`` (a file, or an object-storage URL read over GDAL's /vsis3/ and kin) lazily, checked against
     the bundle; with ``resample``, on the bundle's resolution (``resampling``: the kernel, a
     rasterio.enums.Resampling name); GCP scenes through a warped view. ``cloud``: the object storage
-    settings of a URL (default: the environment's)."""
+    settings of a URL (default: the environment's). ``source``: what GDAL opens instead of the path's file (a
+    STAC Item's VRT, :mod:`geoseg_batch.stac.item_scene`; ``path`` then only names the scene)."""
     import rasterio
     import rioxarray
     from rasterio.enums import MaskFlags
 
     from geoseg_batch.io.remote import CloudSettings
 
-    path = _location(path, "scenes")
-    if is_url(path):
+    path = path if source is not None else _location(path, "scenes")
+    if is_url(path) or source is not None:
         cloud = cloud or CloudSettings.of()
         cloud.apply()
-    _require_scene(path, cloud)
-    facts = _file_facts(path)
+    if source is None:
+        _require_scene(path, cloud)
+    source = source if source is not None else gdal_path(path)  # the path itself, or /vsis3/bucket/key
+    facts = _file_facts(path, source)
     chosen = _band_choice(path, facts.descriptions, metadata, bands, facts.alpha)
     nodata = nodata if nodata is not None else facts.nodata
     masked = any(MaskFlags.per_dataset in facts.mask_flags[b - 1] for b in chosen)
-    view = _view(path, metadata, nodata, masked, resample, resampling, bool(facts.alpha))
-    source: Any = gdal_path(path)  # what GDAL opens: the path itself, or /vsis3/bucket/key
+    view = _view(path, source, metadata, nodata, masked, resample, resampling, bool(facts.alpha))
+    opened: Any = source
     if view is not None:  # rioxarray reads the VRT's grid; the VRT keeps its source dataset open
-        source = view.warped(rasterio.open(source), nodata)
-    data = rioxarray.open_rasterio(source, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
+        opened = view.warped(rasterio.open(source), nodata)
+    data = rioxarray.open_rasterio(opened, lock=False, mask_and_scale=False, cache=False)  # lazy: reads nothing
     data = data.isel(band=[b - 1 for b in chosen])
     return Scene(
         path=path,
@@ -331,7 +340,8 @@ def open_scene(path: Location | str, metadata: BundleMetadata, bands: list[str] 
         offsets=tuple(float(facts.offsets[b - 1]) for b in chosen),
         resampled=view,
         masked=masked or (view is not None and view.alpha),
-        cloud=cloud if is_url(path) else None,
+        cloud=cloud if is_url(path) or source != gdal_path(path) else None,
+        source=source,
     )
 
 

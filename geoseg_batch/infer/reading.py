@@ -37,12 +37,13 @@ class SceneInput:
     resampled: Resampled | None = None
     masked: bool = False  # GDAL's mask (per-dataset mask, alpha band, a warp's footprint) marks nodata too
     cloud: CloudSettings | None = None  # object storage settings (no secrets), applied on the worker
+    source: str = ""  # what GDAL opens (Scene.dataset): the path, /vsis3/bucket/key, or a VRT's XML
 
     @classmethod
     def of(cls, scene: Scene) -> SceneInput:
         """The picklable part of ``scene``."""
         return cls(str(scene.path), scene.band_indexes, scene.nodata, scene.scales, scene.offsets,
-                   str(scene.data.dtype), scene.resampled, scene.masked, scene.cloud)
+                   str(scene.data.dtype), scene.resampled, scene.masked, scene.cloud, scene.dataset)
 
     def read_valid(self, window: Window) -> np.ndarray | None:
         """(rows, cols) True where GDAL's mask of ``window`` marks pixels valid; None when the scene has no
@@ -60,6 +61,11 @@ class SceneInput:
                 src.read(self.band_indexes, window=gdal_window, out=out.transpose(2, 0, 1))
             else:  # wider integers: nodata must be compared before rounding to float32
                 out[...] = np.moveaxis(src.read(self.band_indexes, window=gdal_window), 0, -1)
+
+    @property
+    def dataset(self) -> str:
+        """The name GDAL opens the scene by (``source``, else the path's)."""
+        return self.source or gdal_path(self.path)
 
     @property
     def float_source(self) -> bool:
@@ -89,11 +95,11 @@ class _OpenScenes(threading.local):
 
         if scene.cloud is not None:
             scene.cloud.apply()  # this worker's GDAL reads object storage as the client does
-        key = (scene.path, *_identity(scene.path), scene.resampled, scene.nodata)
+        key = (scene.dataset, *_identity(scene.dataset), scene.resampled, scene.nodata)
         if key != self.key:
             self.handles.close()  # the previous scene, and its cached blocks
             self.key, self.handles = None, contextlib.ExitStack()
-            source = self.handles.enter_context(rasterio.open(gdal_path(scene.path)))
+            source = self.handles.enter_context(rasterio.open(scene.dataset))
             if scene.resampled is not None:
                 source = self.handles.enter_context(scene.resampled.warped(source, scene.nodata))
             self.key, self.source = key, source
@@ -103,12 +109,13 @@ class _OpenScenes(threading.local):
 _open_scenes = _OpenScenes()
 
 
-def _identity(path: str) -> tuple[int, ...]:
-    """(inode, size, mtime) of a local scene file; () for an object-storage URL (objects are not rewritten
-    under a run: a changed object is a new run key)."""
-    if is_url(path):
+def _identity(dataset: str) -> tuple[int, ...]:
+    """(inode, size, mtime) of a local scene file; () for an object (``/vsis3/...``: objects are not rewritten
+    under a run, a changed object is a new run key) and for a VRT's XML (a STAC Item's: its assets' ETags
+    are in the run key)."""
+    if dataset.startswith(("/vsi", "<")) or is_url(dataset):
         return ()
-    stat = os.stat(path)
+    stat = os.stat(dataset)
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 

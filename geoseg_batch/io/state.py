@@ -7,7 +7,8 @@ with the previous version's :class:`RunState` to know what it can reuse:
 :meth:`RunState.reusable_scenes` (predict) and :meth:`RunState.chunks_to_rewrite` (mosaic).
 
 Two layouts on disk, as written since the first incremental runs: predict's
-``{stem: {"scene": path, "key": key}}`` and mosaic's
+``{stem: {"scene": path, "key": key}}`` (a STAC Item's also ``"item": {id, collection, updated, checksum}``) and
+mosaic's
 ``{"grid": {...}, "scenes": {stem: {"key": key, "chunks": [[row, col], ...]}}}``.
 """
 
@@ -33,6 +34,7 @@ class SceneState:
     key: str | None
     scene: str | None = None
     chunks: tuple[Chunk, ...] = ()
+    item: Mapping[str, Any] | None = None  # a STAC Item's record (predict): id, collection, updated, checksum
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,13 @@ class RunState:
     grid: dict[str, Any] | None = None
 
     @classmethod
-    def for_scenes(cls, scenes: Mapping[str, tuple[str, str]]) -> RunState:
-        """A predict run's state from ``{stem: (scene path, key)}``."""
-        return cls({stem: SceneState(key, scene=str(path)) for stem, (path, key) in scenes.items()})
+    def for_scenes(cls, scenes: Mapping[str, tuple[str, str]],
+                   items: Mapping[str, Mapping[str, Any]] | None = None) -> RunState:
+        """A predict run's state from ``{stem: (scene path, key)}``; ``items``: {stem: record} of the scenes that
+        were STAC Items (what the next run's search is compared with)."""
+        items = items or {}
+        return cls({stem: SceneState(key, scene=str(path), item=items.get(stem))
+                    for stem, (path, key) in scenes.items()})
 
     @classmethod
     def for_mosaic(cls, grid: dict[str, Any], keys: Mapping[str, str],
@@ -80,7 +86,8 @@ class RunState:
     def to_json(self) -> dict[str, Any]:
         """The ``state.json`` payload, in predict's layout or (with a grid) mosaic's."""
         if self.grid is None:
-            return {stem: {"scene": r.scene, "key": r.key} for stem, r in self.scenes.items()}
+            return {stem: {"scene": r.scene, "key": r.key, **({"item": dict(r.item)} if r.item else {})}
+                    for stem, r in self.scenes.items()}
         return {"grid": self.grid, "scenes": {stem: {"key": r.key, "chunks": [list(c) for c in r.chunks]}
                                               for stem, r in self.scenes.items()}}
 
@@ -90,7 +97,7 @@ class RunState:
         if _is_mosaic_layout(payload):
             return cls({stem: SceneState(r.get("key"), chunks=tuple(tuple(c) for c in r.get("chunks", [])))
                         for stem, r in payload.get("scenes", {}).items()}, grid=payload["grid"])
-        return cls({stem: SceneState(r.get("key"), scene=r.get("scene"))
+        return cls({stem: SceneState(r.get("key"), scene=r.get("scene"), item=r.get("item"))
                     for stem, r in payload.items() if isinstance(r, Mapping)})
 
     def dumps(self) -> str:

@@ -42,11 +42,21 @@ def _decimated_shape(rows: int, cols: int, max_side: int) -> tuple[int, int]:
     return max(1, round(rows / scale)), max(1, round(cols / scale))
 
 
+def _raster(source: str | Path) -> Any:
+    """``source`` as the quicklook functions take it: a Path, or (a STAC Item's stacked bands) a VRT's XML text."""
+    return source if str(source).startswith("<") else Path(source)
+
+
+def _raster_name(raster: Any) -> str:
+    """How a quicklook names ``raster``: its file name ("VRT" for a VRT's XML text)."""
+    return "VRT" if str(raster).startswith("<") else Path(raster).name
+
+
 def _open_raster(raster: Path) -> Any:
     """The open rasterio dataset of ``raster``; raises the input errors (directory, missing, unreadable) plainly."""
     import rasterio
 
-    remote = str(raster).startswith("/vsi")  # GDAL's virtual file systems (/vsis3/...): GDAL's open checks them
+    remote = str(raster).startswith(("/vsi", "<"))  # GDAL's virtual file systems (/vsis3/...), a VRT's XML
     if not remote and raster.is_dir():
         raise InputError(
             f"quicklook {raster}: received a directory (a zarr store?), expected a raster file; "
@@ -140,7 +150,7 @@ def _mask_quicklook(src: Any, shape: tuple[int, int], fig: Figure, ax: Axes) -> 
 
 def quicklook_figure(raster: Path, kind: QuicklookKind, max_side: int = 768) -> Figure:
     """The quicklook of :func:`quicklook_png`, as a Figure (nothing written)."""
-    raster = Path(raster)
+    raster = _raster(raster)
     if kind not in _QUICKLOOK_KINDS:
         raise InputError(f"quicklook kind: received {kind!r}, expected one of {', '.join(_QUICKLOOK_KINDS)}")
     max_side = require_positive_int(max_side, "max_side", 16)
@@ -154,7 +164,7 @@ def quicklook_figure(raster: Path, kind: QuicklookKind, max_side: int = 768) -> 
         else:
             detail = _mask_quicklook(src, shape, fig, ax)
         size = f"{src.width}x{src.height} px" + (f", shown at {shape[1]}x{shape[0]}" if shape != src.shape else "")
-    ax.set_title(f"{raster.name}: {kind}\n{detail}\n{size}", fontsize=8)
+    ax.set_title(f"{_raster_name(raster)}: {kind}\n{detail}\n{size}", fontsize=8)
     return fig
 
 
@@ -193,13 +203,13 @@ def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: in
     for kind in kinds:
         key = QUICKLOOK_SOURCES[kind]
         source = output.get(key)
-        if source and kind == "scene" and not _cheap_to_decimate(Path(source)):
+        if source and kind == "scene" and not _cheap_to_decimate(_raster(source)):
             log.info("quicklook of %s skipped: no overviews and too large to decimate cheaply "
                      "(add them with `gdaladdo`)", source)
             continue
         if source:
-            png = quicklook_png(Path(source), out_dir / f"{stem}_{kind}.png", kind, max_side)  # type: ignore[arg-type]
-            made.append((f"{stem}: {kind} ({Path(source).name})", png))
+            png = quicklook_png(_raster(source), out_dir / f"{stem}_{kind}.png", kind, max_side)  # type: ignore[arg-type]
+            made.append((f"{stem}: {kind} ({_raster_name(source)})", png))
     return made
 
 
@@ -210,7 +220,7 @@ def _cheap_to_decimate(raster: Path) -> bool:
 
     from geoseg_batch.io.urls import GDAL_PREFIXES
 
-    remote = str(raster).startswith(tuple(GDAL_PREFIXES.values()))
+    remote = str(raster).startswith((*GDAL_PREFIXES.values(), "<"))
     with rasterio.open(raster) as src:
         limit = QUICKLOOK_REMOTE_READ_PIXELS if remote else QUICKLOOK_FULL_READ_PIXELS
         return bool(src.overviews(1)) or src.width * src.height <= limit

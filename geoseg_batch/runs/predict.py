@@ -17,12 +17,12 @@ from geoseg_batch.io.publication import Publication, output_lease
 from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.storage import Storage, storage_for
-from geoseg_batch.io.urls import gdal_path, is_url, location, output_location
+from geoseg_batch.io.urls import gdal_path, location, output_location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
-    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, keyed, model_session, plan_scenes, run_key,
-    scene_keys,
+    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, item_record, keyed, model_session, plan_scenes,
+    run_key, scene_keys,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     out, cloud = output_location(job.out), CloudSettings.of(job.storage)
     metadata = read_metadata(job.model, cloud)  # a URL: before any cluster
     plans = plan_scenes(job, metadata)
+    if not plans:  # an incremental run whose STAC search found nothing: keep what is published
+        return _nothing_to_do(job, out)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     storage = storage_for(out, cloud)
@@ -64,7 +66,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             client = _existing_cluster(job, metadata, plans, storage, running)
         model_checksum = checksums([job.model], cloud)  # first: names the model plugin
         model_digest = model_checksum[str(job.model)]
-        sums, session = hashed_inputs(job, [p.path for p in plans], model_digest, client, running, storage)
+        sums, session = hashed_inputs(job, plans, model_digest, client, running, storage)
         plans = keyed(plans, job, model_checksum, sums)
         publication = Publication(out, run_key(plans, job), incremental=job.incremental, overwrite=job.overwrite,
                                   lease=lease, storage=storage)
@@ -81,13 +83,21 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
                        **_predict_scenes(job, metadata, todo, publication, session, memory),
                        "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
-            publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans}))
+            publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans},
+                                                         {p.stem: item_record(p) for p in plans if p.item}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
             outputs = [p.entry(publication.results) for p in plans]
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _nothing_to_do(job: PredictJob, out: Any) -> JobResult:
+    """The result of an incremental run whose STAC search found no Items: nothing done, nothing published (the
+    last published results stay as they are); logged as such."""
+    log.info("predict: the search of %s found no Items: nothing to do (%s keeps what it holds)", job.stac.url, out)
+    return JobResult("predict", out, out / "manifest.json", [], {"scenes": 0, "nothing_to_do": True})
 
 
 def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
@@ -128,9 +138,10 @@ def _write_report(job: PredictJob, plans: list[ScenePlan], publication: Publicat
     published path goes into ``summary``."""
     from geoseg_batch.report import write_run_report
 
-    remote = publication.storage.in_place or any(is_url(p.path) for p in plans)
+    remote = publication.storage.in_place or any(p.scene.cloud is not None for p in plans)
     cloud = CloudSettings.of(job.storage) if remote else None
-    entries = [_gdal_paths(p.entry(publication.stage)) for p in plans[:REPORT_SCENES]]
+    entries = [{**_gdal_paths(p.entry(publication.stage)), "scene": p.scene.dataset, "name": p.stem}
+               for p in plans[:REPORT_SCENES]]
     # Workers write the PNGs where the report is built: in object storage that is this machine's temporary
     # folder, which workers elsewhere cannot see; the quicklooks are made here then.
     client = session.client if session and not publication.storage.in_place else None
@@ -166,7 +177,8 @@ def _cloud_quicklooks(cloud: CloudSettings | None, entry: dict[str, Any], out_di
 
     if cloud is not None:
         cloud.apply()
-    return prediction_quicklooks(entry, out_dir, **options)
+    return prediction_quicklooks({k: v for k, v in entry.items() if k != "name"}, out_dir, name=entry["name"],
+                                 **options)
 
 
 def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:

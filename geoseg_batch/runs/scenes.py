@@ -38,14 +38,15 @@ class ScenePlan:
     """One scene of a predict run: where it is, its outputs' stem, the opened scene, its tile grid, its
     content key, and which optional outputs (COGs, polygons) the job makes."""
 
-    path: Location  # a Path, or an object-storage URL
+    path: Location  # a Path, or an object-storage URL; for a STAC Item, its self href
     stem: str
     scene: Scene
-    grid: TileGrid
+    grid: TileGrid | None  # None only while planning
     key: str = ""
     with_cogs: bool = True
     with_polygons: bool = False
     item: dict[str, Any] | None = None  # the STAC Item (JSON) the scene was found as, for a scene from --stac
+    identity: str | None = None  # the scene's checksum when known up front (a STAC Item's: id, updated, ETags)
 
     @property
     def store(self) -> str:
@@ -71,14 +72,14 @@ class ScenePlan:
 
 
 def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
-    """The job's scenes, opened and checked against the model (``metadata``), with their tile grids; no key yet.
+    """The job's scenes (files, then the Items its ``stac:`` search finds), opened and checked against the model
+    (``metadata``), with their tile grids; no key yet. [] only for an incremental run whose search found nothing.
 
     Raises ConfigError for a tile size that is not a multiple of the model's size multiple
-    and for scenes sharing a file name (their outputs would collide).
+    and for scenes sharing a file name (their outputs would collide); MissingInputError for a one-off run whose
+    search matched no Items.
     """
     from geoseg_batch.geo.grid import TileGrid, round_up
-    from geoseg_batch.geo.scene import open_scene, scene_paths
-    from geoseg_batch.io.remote import CloudSettings
 
     multiple = metadata.size_multiple
     if job.tile % multiple:
@@ -86,16 +87,59 @@ def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
             f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
             f"use --tile {round_up(job.tile, multiple)}"
         )
-    cloud = CloudSettings.of(job.storage)
-    paths = scene_paths(job.scenes, job.scene_list, cloud)
-    scenes = [open_scene(p, metadata, bands=job.bands, nodata=job.nodata, resample=job.resample,
-                         resampling=job.resampling, cloud=cloud) for p in paths]
-    stems = [url_stem(p) for p in paths]
+    plans = _file_plans(job, metadata) + _item_plans(job, metadata)
+    stems = [p.stem for p in plans]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
     halo = halo_of(job, metadata)
-    return [ScenePlan(path, stem, scene, TileGrid.for_model(scene.shape, job.tile, halo, multiple),
-                      with_cogs=job.cog, with_polygons=job.polygons) for path, stem, scene in zip(paths, stems, scenes)]
+    return [dataclasses.replace(p, grid=TileGrid.for_model(p.scene.shape, job.tile, halo, multiple)) for p in plans]
+
+
+def _file_plans(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
+    """Plans (no grid yet) of the scene files the job names (paths, URLs, patterns, a list file)."""
+    from geoseg_batch.geo.scene import open_scene, scene_paths
+    from geoseg_batch.io.remote import CloudSettings
+
+    if not job.scenes and job.scene_list is None:
+        return []
+    cloud = CloudSettings.of(job.storage)
+    paths = scene_paths(job.scenes, job.scene_list, cloud)
+    return [ScenePlan(path, url_stem(path), open_scene(path, metadata, bands=job.bands, nodata=job.nodata,
+                                                       resample=job.resample, resampling=job.resampling, cloud=cloud),
+                      None, with_cogs=job.cog, with_polygons=job.polygons) for path in paths]
+
+
+def _item_plans(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
+    """Plans (no grid yet) of the Items the job's ``stac:`` search finds, each opened through its stacked VRT."""
+    from geoseg_batch.errors import MissingInputError
+    from geoseg_batch.geo.scene import open_scene
+    from geoseg_batch.io.remote import CloudSettings
+    from geoseg_batch.stac.catalog import find_items
+    from geoseg_batch.stac.item_scene import item_scene
+
+    if job.stac is None:
+        return []
+    cloud = CloudSettings.of(job.storage)
+    items = find_items(job.stac, cloud)
+    if not items and not job.incremental:
+        raise MissingInputError(f"stac: the search of {job.stac.url} matched no Items ({_filters(job)}); widen "
+                                "bbox or datetime, or check the collection id")
+    kernel = job.resampling if job.resample else "nearest"
+    plans = []
+    for item in items:
+        found = item_scene(item, metadata, job.stac.assets, cloud, str(job.stac.url), kernel)
+        scene = open_scene(found.location, metadata, nodata=job.nodata, resample=job.resample,
+                           resampling=job.resampling, cloud=cloud, source=found.dataset)
+        plans.append(ScenePlan(found.location, found.stem, scene, None, with_cogs=job.cog,
+                               with_polygons=job.polygons, item=item, identity=found.checksum))
+    return plans
+
+
+def _filters(job: PredictJob) -> str:
+    """The search's filters as one phrase, e.g. "collections ['s2'], bbox [...]"."""
+    spec = job.stac
+    given = {name: getattr(spec, name) for name in ("collections", "bbox", "datetime", "query", "ids")}
+    return ", ".join(f"{name} {value}" for name, value in given.items() if value) or "no filters"
 
 
 def halo_of(job: PredictJob, metadata: BundleMetadata) -> int:
@@ -120,14 +164,21 @@ def check_sizes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
 def keyed(plans: list[ScenePlan], job: PredictJob, model_checksum: dict[str, str],
           sums: dict[str, str]) -> list[ScenePlan]:
     """The plans with their content keys: the job's settings, the model's and the scene's checksums."""
-    settings = job_settings(job, scenes=[], scene_list=None)
+    settings = job_settings(job, scenes=[], scene_list=None, stac=None)
     return [dataclasses.replace(p, key=config_digest(settings, {**model_checksum, "scene": sums[str(p.path)]}))
             for p in plans]
 
 
 def run_key(plans: list[ScenePlan], job: PredictJob) -> str:
     """The key of the whole run (its staging directory's name): the settings and every scene's key."""
-    return config_digest(job_settings(job, scenes=[], scene_list=None), scene_keys(plans))
+    return config_digest(job_settings(job, scenes=[], scene_list=None, stac=None), scene_keys(plans))
+
+
+def item_record(plan: ScenePlan) -> dict[str, Any]:
+    """What the run state records of a STAC Item's plan: its id, collection, ``updated`` and checksum."""
+    item = plan.item or {}
+    return {"id": item.get("id"), "collection": item.get("collection"),
+            "updated": (item.get("properties") or {}).get("updated"), "checksum": plan.identity}
 
 
 def scene_keys(plans: list[ScenePlan]) -> dict[str, str]:
@@ -163,18 +214,24 @@ def model_session(job: PredictJob, model_digest: str, client: Any | None) -> Ite
         yield ModelSession(active, ref, job.gpu if job.gpu is not None else gpus > 0, started)
 
 
-def hashed_inputs(job: PredictJob, paths: list[Location], model_digest: str, client: Any | None,
+def scene_checksums(plans: list[ScenePlan], cloud: Any) -> dict[str, str]:
+    """{scene path: checksum} of ``plans``: a file's SHA-256, an object's ETag and size (see
+    :func:`~geoseg_batch.io.publish.checksums`), a STAC Item's identity (:attr:`ScenePlan.identity`)."""
+    known = {str(p.path): p.identity for p in plans if p.identity is not None}
+    return {**checksums([p.path for p in plans if p.identity is None], cloud), **known}
+
+
+def hashed_inputs(job: PredictJob, plans: list[ScenePlan], model_digest: str, client: Any | None,
                   running: contextlib.ExitStack, storage: Storage) -> tuple[dict[str, str], ModelSession | None]:
-    """Checksums of the scenes (object storage: ETag and size, see :func:`~geoseg_batch.io.publish.checksums`),
-    and (unless ``job.incremental`` or ``job.wait``) the model session on ``running``, started while the
-    scenes are hashed (hashlib and file reads release the GIL)."""
+    """:func:`scene_checksums` of the plans, and (unless ``job.incremental`` or ``job.wait``) the model session
+    on ``running``, started while the scenes are hashed (hashlib and file reads release the GIL)."""
     from geoseg_batch.io.remote import CloudSettings
 
     cloud = CloudSettings.of(job.storage)
     if job.incremental or job.wait:  # unchanged scenes (or all: the run waited for) are reused: start nothing
-        return checksums(paths, cloud), None
+        return scene_checksums(plans, cloud), None
     storage.require_free(output_location(job.out), job.overwrite)  # fail before starting a cluster
     with concurrent.futures.ThreadPoolExecutor(1) as hasher:
-        hashed = hasher.submit(checksums, paths, cloud)
+        hashed = hasher.submit(scene_checksums, plans, cloud)
         session = running.enter_context(model_session(job, model_digest, client))
         return hashed.result(), session
