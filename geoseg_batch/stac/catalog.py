@@ -45,18 +45,38 @@ def _searched_items(spec: StacSpec) -> Iterator[dict[str, Any]]:
     import requests
     from pystac_client.exceptions import APIError
 
+    from pystac_client.stac_api_io import StacApiIO
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=2, read=0, backoff_factor=0.5, status_forcelist=(502, 503, 504))  # never past the timeout
     try:
-        client = pystac_client.Client.open(str(spec.url), timeout=spec.timeout_s)
+        client = pystac_client.Client.open(str(spec.url), timeout=spec.timeout_s,  # open() resets stac_io's
+                                           stac_io=StacApiIO(timeout=spec.timeout_s, max_retries=retry))
         search = client.search(collections=spec.collections, bbox=spec.bbox, datetime=spec.datetime,
                                query=spec.query, ids=spec.ids, max_items=spec.max_items)
         yield from search.items_as_dicts()
-    except requests.exceptions.RequestException as exc:
-        raise CatalogError(f"stac: {spec.url} did not answer within {spec.timeout_s:g} s "
-                           f"({_reason(exc)}); check the URL and that the API is up, or raise stac.timeout_s "
-                           "(--stac-timeout-s)") from None
-    except (APIError, NotImplementedError, ValueError) as exc:
+    except (requests.exceptions.RequestException, APIError, NotImplementedError, ValueError) as exc:
+        unreachable = _unreachable(exc, spec.timeout_s)
+        if unreachable:
+            raise CatalogError(f"stac: no answer from {spec.url} ({unreachable}); check the URL and that the API "
+                               "is up, or raise stac.timeout_s (--stac-timeout-s)") from None
         raise CatalogError(f"stac: {spec.url} cannot be searched: {_reason(exc)}; give a STAC API landing page "
                            "(conforming to Item Search) or a static catalog / ItemCollection .json") from None
+
+
+def _unreachable(exc: BaseException, timeout_s: float) -> str | None:
+    """Why the catalog did not answer ("connection refused", "nothing within 30 s"), when that is what ``exc``
+    (or what it was raised from) says; None for any other failure."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.Timeout) or "timed out" in str(seen):
+            return f"nothing within {timeout_s:g} s"
+        if isinstance(seen, requests.exceptions.ConnectionError):
+            return "connection refused, or the host is unknown"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _reason(exc: BaseException) -> str:
@@ -126,7 +146,7 @@ def _text_of(url: str, timeout_s: float, cloud: CloudSettings) -> str:
         try:
             response = requests.get(url, timeout=timeout_s)
         except requests.exceptions.RequestException as exc:
-            raise OSError(f"no answer within {timeout_s:g} s ({_reason(exc)})") from None
+            raise OSError(f"no answer: {_unreachable(exc, timeout_s) or _reason(exc)}") from None
         if response.status_code != 200:
             raise OSError(f"HTTP {response.status_code}")
         return response.text
@@ -170,7 +190,7 @@ def checked_item(item: Any, catalog: str) -> dict[str, Any]:
                            "catalog, or leave it out with stac.ids")
     try:
         pystac.Item.from_dict(item, preserve_dict=True)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, pystac.errors.STACError) as exc:
         raise CatalogError(f"stac: Item {name!r} of {catalog} is malformed ({type(exc).__name__}: "
                            f"{_reason(exc)}); fix the Item in the catalog, or leave it out with stac.ids") from None
     return item
