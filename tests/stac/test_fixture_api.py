@@ -47,6 +47,17 @@ def test_search_returns_the_three_items_as_built(stac_api, stac_collection, stac
     assert resolutions["blue"] == 2 * resolutions["red"]
 
 
+def test_served_items_pass_rustac_validate_of_the_core_schema(stac_api, stac_collection, tmp_path):
+    from tests.stac.server import core_schema_errors, get_json
+
+    served = get_json(f"{stac_api.url}collections/{stac_collection}/items")["features"]
+    assert len(served) == 3
+    for item in served:
+        assert core_schema_errors(item, tmp_path, stac_api.command) == ""
+    broken = dict(served[0], properties={k: v for k, v in served[0]["properties"].items() if k != "datetime"})
+    assert "not valid" in core_schema_errors(broken, tmp_path, stac_api.command)
+
+
 def test_datetime_filter_returns_only_the_newer_item(stac_api, stac_collection):
     assert [item.id for item in _search(stac_api, stac_collection, datetime="2024-05-02T12:00:00Z/..")] == \
         ["per_band"]
