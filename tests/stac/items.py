@@ -20,8 +20,12 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.helpers import SHARED_DATA
+
+if TYPE_CHECKING:
+    from tests.s3_fixtures import S3Server
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = ["https://stac-extensions.github.io/eo/v1.1.0/schema.json",
@@ -99,21 +103,22 @@ def item_json(item_id: str, assets: dict[str, dict], files: dict[str, Path]) -> 
             "properties": properties, "links": [], "assets": assets}
 
 
-def _uploaded(s3, name: str, files: dict[str, Path], bands: dict[str, tuple], titles: dict[str, str]) -> dict:
+def _uploaded(s3: S3Server, name: str, files: dict[str, Path], bands: dict[str, tuple],
+              titles: dict[str, str]) -> dict:
     """The Item ``name`` whose assets are ``files`` uploaded to the bucket under ``stac/<name>/``."""
     assets = {key: asset_json(s3.upload(path, f"stac/{name}/{path.name}"), path, bands[key], titles[key])
               for key, path in files.items()}
     return item_json(name, assets, files)
 
 
-def utm_multiband(s3, work: Path) -> SceneItem:
+def utm_multiband(s3: S3Server, work: Path) -> SceneItem:
     """RGB.byte.tif as one 3-band COG asset ``image``."""
     path = cog(RGB, work / "utm_multiband.tif")
     item = _uploaded(s3, "utm_multiband", {"image": path}, {"image": RGB_BANDS}, {"image": "Landsat 7 RGB"})
     return SceneItem("utm_multiband", item, path, ("red", "green", "blue"), {"image": path})
 
 
-def wgs84(s3, work: Path) -> SceneItem:
+def wgs84(s3: S3Server, work: Path) -> SceneItem:
     """The first Sentinel-2 landslide chip (R, G, B, NIR in EPSG:4326) as one 4-band COG asset ``image``."""
     import rasterio
 
@@ -125,7 +130,7 @@ def wgs84(s3, work: Path) -> SceneItem:
     return SceneItem("wgs84", item, path, ("red", "green", "blue", "nir"), {"image": path})
 
 
-def per_band(s3, work: Path) -> SceneItem:
+def per_band(s3: S3Server, work: Path) -> SceneItem:
     """RGB.byte.tif as one COG asset per band, ``blue`` at twice the pixel size; locally a VRT of the three."""
     cols, rows = PER_BAND_WINDOW
     window = ["-srcwin", "0", "0", str(cols), str(rows)]
@@ -151,6 +156,6 @@ def band_vrt(out: Path, files: dict[str, Path]) -> Path:
     return out
 
 
-def scene_items(s3, work: Path) -> dict[str, SceneItem]:
+def scene_items(s3: S3Server, work: Path) -> dict[str, SceneItem]:
     """The three test Items by name (``utm_multiband``, ``wgs84``, ``per_band``), assets uploaded to ``s3``."""
     return {scene.name: scene for scene in (utm_multiband(s3, work), wgs84(s3, work), per_band(s3, work))}

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ class StacApi:
         self.start()
         self.restarts += 1
 
-    def add_collection(self, collection_id: str, items: list[dict] = (), description: str = "") -> dict:
+    def add_collection(self, collection_id: str, items: Iterable[dict] = (), description: str = "") -> dict:
         """Add (or replace) the collection ``collection_id`` holding ``items``; the Collection as served."""
         self.collections[collection_id] = {"description": description or f"test collection {collection_id}"}
         self.items[collection_id] = {item["id"]: self._member(item, collection_id) for item in items}
