@@ -11,6 +11,8 @@ from tests.helpers import SHARED_DATA
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+pytest_plugins = ["tests.s3_fixtures"]  # the loopback S3 server (s3_server, s3_env), for tests/s3 and tests/stac
+
 
 def pytest_configure(config: pytest.Config) -> None:
     from geoseg_batch import logs

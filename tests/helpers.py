@@ -31,8 +31,10 @@ def local_client(workers: int, processes: bool, threads_per_worker: int = 1) -> 
 
 
 def make_bundle(path: Path, model_type: str = "unet", bands: int = 3, depth: int = 3, base_filters: int = 4,
-                classes: int = 2, seed: int = 0, resolution_m: float | None = None) -> Path:
-    """A bundle around an untrained model with random BN statistics (so BN is not the identity)."""
+                classes: int = 2, seed: int = 0, resolution_m: float | None = None,
+                band_names: tuple[str, ...] | None = None) -> Path:
+    """A bundle around an untrained model with random BN statistics (so BN is not the identity); its bands are
+    named ``band_names`` (default b1, b2, ...)."""
     import keras
 
     from geoseg_batch.model.bundle import BundleMetadata, save_bundle
@@ -47,7 +49,7 @@ def make_bundle(path: Path, model_type: str = "unet", bands: int = 3, depth: int
             layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
     geometry = model_geometry(model)
     metadata = BundleMetadata(
-        model_type=model_type, band_names=tuple(f"b{i + 1}" for i in range(bands)),
+        model_type=model_type, band_names=band_names or tuple(f"b{i + 1}" for i in range(bands)),
         classes=("background", "landslide") if classes == 2 else tuple(f"c{i}" for i in range(classes)),
         threshold=0.5, input_size=(64, 64), size_multiple=geometry.size_multiple,
         receptive_radius=geometry.receptive_radius,

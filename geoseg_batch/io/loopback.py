@@ -1,6 +1,6 @@
 """A real S3 server on this machine: moto's, on 127.0.0.1 (a free port), speaking the HTTP S3 protocol.
 
-For the tests (tests/s3/conftest.py, with authentication switched on there) and for
+For the tests (tests/s3_fixtures.py, with authentication switched on there) and for
 ``bench predict --scene-url loopback``. :class:`CountingMotoServer` counts the bytes of the
 GET responses it serves, by path, so a caller sees what went over the wire. moto is in the
 test extra: importing this module without it raises ImportError (callers turn it into one line).
