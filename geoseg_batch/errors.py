@@ -68,3 +68,10 @@ class NoSpaceError(GeosegError, OSError):
     command after freeing space resumes. Raised with one argument, the message."""
 
     exit_code = 1
+
+
+class StacApiError(GeosegError, RuntimeError):
+    """A STAC API the results were to be posted to (``stac_api``) refused them or could not be reached. Exit
+    code 2: the user can fix the URL or the server (see :mod:`geoseg_batch.stac.transactions`)."""
+
+    exit_code = 2
