@@ -44,10 +44,9 @@ def results_collection(collection_id: str, description: str, items: Sequence[Any
                 max(b[3] for b in boxes)] if boxes else [-180.0, -90.0, 180.0, 90.0])
     times = [t for item in items for t in _times(item) if t is not None]
     temporal = [min(times), max(times)] if times else [None, None]
-    collection = pystac.Collection(collection_id, description,
-                                   pystac.Extent(pystac.SpatialExtent([spatial]), pystac.TemporalExtent([temporal])),
-                                   license="other", catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return collection
+    return pystac.Collection(collection_id, description,
+                             pystac.Extent(pystac.SpatialExtent([spatial]), pystac.TemporalExtent([temporal])),
+                             license="other", catalog_type=pystac.CatalogType.SELF_CONTAINED)
 
 
 def _times(item: Any) -> tuple[Any, Any]:
@@ -107,6 +106,7 @@ def _relative(doc: dict[str, Any], base: str, directory: str) -> dict[str, Any]:
     prefix = base.rstrip("/") + "/"
 
     def relative(href: str) -> str:
+        """``href`` relative to ``directory`` when it is under ``base``, else as it is."""
         return posixpath.relpath(href[len(prefix):], directory) if href.startswith(prefix) else href
 
     for asset in doc.get("assets", {}).values():
