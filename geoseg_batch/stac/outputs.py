@@ -9,6 +9,7 @@ beside the stores it read). Both record where the collection is in the manifest'
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -49,7 +50,8 @@ def publish_predict_stac(job: PredictJob, metadata: BundleMetadata, plans: Seque
     model = model_item(metadata, model_href, checksum, created)
     provenance = Provenance(metadata.classes, checksum, created, job.float_output, job.stitch, job.precision,
                             model_item=f"{results}/{item_path(model.id)}", model_name=model_name(job.model))
-    items = [scene_item(p.stem, p.scene.geobox, manifest_assets(p.entry(results)), provenance, p.item, str(p.path))
+    items = [scene_item(p.stem, p.scene.geobox, manifest_assets(p.entry(results)),
+                        _made_before(publication, p.stem, p.key, provenance), p.item, str(p.path), p.key)
              for p in plans]
     _publish(job, publication, [*items, model], f"{job.name}: scenes segmented by {model_name(job.model)}",
              summary)
@@ -88,6 +90,22 @@ def _publish(job: StoreOutputs, publication: Publication, items: list[Any], desc
     if job.stac_api:
         posted = post_items(job.stac_api, api_collection(collection), [api_item(i, collection.id) for i in items])
         summary["stac_api"] = posted.record()
+
+
+def _made_before(publication: Publication, stem: str, key: str, provenance: Provenance) -> Provenance:
+    """``provenance``, dated when the previous version's Item of ``stem`` was made if that Item records the same
+    content ``key`` (an incremental run reusing the scene's outputs keeps their time)."""
+    from pystac.utils import str_to_datetime
+
+    path = item_path(stem)
+    if not key or not publication.has_previous(path):
+        return provenance
+    try:
+        properties = json.loads(publication.storage.read_text(publication.previous / path))["properties"]
+        made = str_to_datetime(properties["created"]) if properties.get("geoseg:key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return provenance
+    return dataclasses.replace(provenance, created=made) if made is not None else provenance
 
 
 def _predicted_item(store: Location, cloud: CloudSettings) -> dict[str, Any] | None:

@@ -66,15 +66,16 @@ def iso(moment: dt.datetime) -> str:
 
 
 def scene_item(stem: str, geobox: Any, assets: Mapping[str, str], provenance: Provenance,
-               source_item: Mapping[str, Any] | None, scene: str) -> Any:
+               source_item: Mapping[str, Any] | None, scene: str, key: str = "") -> Any:
     """The ``pystac.Item`` of a predicted scene: id ``stem``, on ``geobox``, with ``assets`` ({asset key: href},
     see :data:`ASSET_TYPES`); a ``derived_from`` link to ``source_item`` (the input STAC Item's JSON, where the
-    scene came from STAC: its self link) and its time, else the run's time; ``scene`` (the input's location)
-    recorded as ``geoseg:scene``."""
+    scene came from STAC: its self link) and its time, else the time its prediction was made; ``scene`` (the
+    input's location) and ``key`` (the content key its outputs were made from) recorded as ``geoseg:scene``
+    and ``geoseg:key``."""
     import pystac
 
     start, end, moment = _source_times(source_item, provenance.created)
-    item = _new_item(stem, {"geoseg:scene": scene}, provenance, moment, start, end)
+    item = _new_item(stem, {"geoseg:scene": scene, "geoseg:key": key}, provenance, moment, start, end)
     _locate(item, geobox)
     _add_assets(item, assets, provenance, _resolution(geobox))
     source = _self_href(source_item)

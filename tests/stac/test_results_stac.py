@@ -153,6 +153,21 @@ def test_the_mosaic_item_loads_with_odc_stac_on_the_mosaic_grid(runs):
     assert Path(model_link.get_absolute_href()).exists()
 
 
+def test_an_incremental_run_publishes_its_own_collection_keeping_reused_scenes_times(runs, client):
+    out = runs["root"] / "pred_incremental"
+    first = predict_scene(runs["scenes"][:1], runs["bundle"], out, tile=128, incremental=True, client=client)
+    before = json.loads((out / "stac" / "utm" / "utm.json").read_text())
+    time.sleep(1.1)  # Items are dated to the second
+    second = predict_scene(runs["scenes"], runs["bundle"], out, tile=128, incremental=True, client=client)
+    assert second.summary["scenes_reused"] == 1 and second.summary["stac"] == first.summary["stac"]
+    collection = pystac.read_file(second.summary["stac"])  # out: the link to the new version
+    assert {item.id for item in collection.get_items()} >= {"utm", "geo"}
+    reused, new = (pystac.read_file(out / "stac" / stem / f"{stem}.json") for stem in ("utm", "geo"))
+    assert reused.properties["geoseg:key"] == before["properties"]["geoseg:key"]
+    assert reused.datetime == pystac.utils.str_to_datetime(before["properties"]["datetime"])
+    assert new.datetime > reused.datetime
+
+
 def _written_json(runs) -> list[Path]:
     return sorted((runs["root"] / "pred" / "stac").rglob("*.json")) + sorted((runs["root"] / "mos" / "stac")
                                                                              .rglob("*.json"))
