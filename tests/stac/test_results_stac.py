@@ -350,3 +350,25 @@ def test_an_api_without_transactions_is_one_line_naming_the_extension(rustac_api
         post_items(rustac_api, collection, [], timeout_s=10)
     message = str(raised.value)
     assert "\n" not in message and "405" in message and "Transactions extension" in message, message
+
+
+def test_an_api_that_never_answers_fails_within_the_timeout():
+    from geoseg_batch.stac.transactions import post_items
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        started = time.perf_counter()
+        with pytest.raises(StacApiError) as raised:
+            post_items(f"http://127.0.0.1:{silent.getsockname()[1]}", {"id": "c"}, [], timeout_s=1)
+        assert time.perf_counter() - started < 10
+    message = str(raised.value)
+    assert "\n" not in message and "waited at most 1 s" in message and "GET" in message, message
+
+
+def test_the_stac_api_error_is_a_runtime_error_of_exit_code_2_and_pickles():
+    import pickle
+
+    error = StacApiError("stac_api: POST http://x/collections answered 405; expected 201")
+    assert isinstance(error, RuntimeError) and not isinstance(error, OSError) and error.exit_code == 2
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
