@@ -21,6 +21,7 @@ from geoseg_batch.errors import StacApiError
 TIMEOUT_S = 30.0
 """The bound on one request to the API (connecting and each read)."""
 GEOJSON = "application/geo+json"
+NOT_PUBLISHED = "the results were not published: a re-run resumes"
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,19 @@ def _request(method: str, url: str, body: dict[str, Any] | None, timeout_s: floa
         status, payload = error.code, error.read()
     except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, refused connections
         reason = getattr(error, "reason", error)
-        raise StacApiError(f"stac_api: {method} {url} failed ({reason}; waited at most {timeout_s:g} s); expected a "
-                           "STAC API with the Transactions extension there: check stac_api (--stac-api) and that "
-                           "the server is up") from None
+        raise StacApiError(f"stac_api: {method} {url} failed ({reason}; a request waits at most {timeout_s:g} s); "
+                           "expected a STAC API with the Transactions extension there: check stac_api (--stac-api) "
+                           f"and that the server is up ({NOT_PUBLISHED})") from None
     if status not in ok:
-        raise StacApiError(f"stac_api: {method} {url} answered {status} {_detail(payload)}; expected "
-                           f"{'/'.join(map(str, ok))}{_hint(status)}")
+        raise StacApiError(f"stac_api: {method} {url} answered {status}{_detail(payload)}; expected "
+                           f"{'/'.join(map(str, ok))}{_hint(status)} ({NOT_PUBLISHED})")
     return status, payload
 
 
 def _detail(payload: bytes) -> str:
-    """The first 200 characters of a response's body, on one line."""
-    return " ".join(payload.decode(errors="replace").split())[:200]
+    """The first 200 characters of a response's body, on one line, in parentheses (nothing for an empty one)."""
+    text = " ".join(payload.decode(errors="replace").split())[:200]
+    return f" ({text})" if text else ""
 
 
 def _hint(status: int) -> str:
@@ -100,4 +102,4 @@ def _hint(status: int) -> str:
         return "; the API refused the credentials: give a STAC API that accepts this machine's requests"
     if status in (400, 422):
         return "; the API refused the document: its answer above says which field"
-    return "; retry when the API is healthy (the results were not published: a re-run resumes)"
+    return "; retry when the API is healthy"
