@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 ARCHITECTURES = {"unet": "U-Net", "attention_unet": "Attention U-Net"}
 MODEL_TYPE = "application/octet-stream; framework=keras"
 ARTIFACT_TYPE = "keras.Model.save"
+FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 
 def model_item_id(checksum: str) -> str:
@@ -53,6 +54,8 @@ def model_item(metadata: BundleMetadata, href: str, checksum: str, created: dt.d
         accelerator_constrained=False, accelerator_summary="CPU (TensorFlow), or an NVIDIA GPU",
         hyperparameters=_hyperparameters(metadata), pretrained=False, pretrained_source=None)
     item.add_asset("model", _model_asset(href, checksum, metadata))
+    if "file:checksum" in item.assets["model"].extra_fields:
+        item.stac_extensions.append(FILE_SCHEMA)
     return item
 
 
@@ -111,6 +114,8 @@ def _model_asset(href: str, checksum: str, metadata: BundleMetadata) -> Any:
 
     extra: dict[str, Any] = {"mlm:artifact_type": ARTIFACT_TYPE, "geoseg:checksum": checksum,
                              "bands": [{"name": name} for name in metadata.band_names]}
+    if checksum.startswith("sha256:"):  # the file extension's multihash: 0x12 (sha2-256), 0x20 bytes
+        extra["file:checksum"] = f"1220{checksum.split(':', 1)[1]}"
     return pystac.Asset(href, "model bundle (.keras with geoseg_bundle.json)", media_type=MODEL_TYPE,
                         roles=["mlm:model", "mlm:weights", "model", "data"], extra_fields=extra)
 

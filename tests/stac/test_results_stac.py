@@ -6,6 +6,7 @@ schemas cannot be fetched), and posted to a STAC API with the Transactions exten
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import socket
@@ -110,6 +111,7 @@ def test_scene_items_link_the_bundle_mlm_item(runs):
     assert output.result.shape[-1] == 1  # binary: one sigmoid channel
     asset = model.assets["model"]
     assert "mlm:model" in asset.roles and Path(asset.href) == runs["bundle"]
+    assert asset.extra_fields["file:checksum"] == "1220" + hashlib.sha256(runs["bundle"].read_bytes()).hexdigest()
     assert model.properties["geoseg:model_checksum"] == item.properties["geoseg:model_checksum"]
 
 
