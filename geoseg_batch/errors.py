@@ -73,3 +73,10 @@ class NoSpaceError(GeosegError, OSError):
 class CatalogError(InputError):
     """A STAC catalog cannot be searched or read, or one of its Items is malformed or lacks what the model needs.
     Exit code 2."""
+
+
+class StacApiError(GeosegError, RuntimeError):
+    """A STAC API the results were to be posted to (``stac_api``) refused them or could not be reached. Exit
+    code 2: the user can fix the URL or the server (see :mod:`geoseg_batch.stac.transactions`)."""
+
+    exit_code = 2

@@ -18,6 +18,7 @@ from geoseg_batch.io.urls import name as file_name
 from geoseg_batch.runs.predictions import prediction_stores
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.settings import job_settings
+from geoseg_batch.stac.outputs import publish_mosaic_stac
 
 if TYPE_CHECKING:  # geo.mosaic imports rasterio; only mosaic runs load it
     from geoseg_batch.geo.mosaic import MosaicSummary
@@ -103,6 +104,7 @@ def _publish(job: MosaicJob, stores: dict[str, tuple[Location, str]], grid: Mosa
                      for v, n in cog_names.items()}}
         summary = _summary(job, grid, built, len(stores), chunks is not None, started)
         _write_report(job, output, summary, publication)
+        publish_mosaic_stac(job, stores, output, publication, summary)  # in this version
         manifest = publication.write_manifest(command="mosaic", outputs=[output], summary=summary,
                                               config=resolved(job), inputs=keys)
     return JobResult("mosaic", out, manifest, [output], summary)

@@ -24,6 +24,7 @@ from geoseg_batch.runs.scenes import (
     COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, item_record, keyed, model_session, plan_scenes,
     run_key, scene_keys,
 )
+from geoseg_batch.stac.outputs import publish_predict_stac
 
 if TYPE_CHECKING:
     from geoseg_batch.model.bundle import BundleMetadata
@@ -87,6 +88,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                                                          {p.stem: item_record(p) for p in plans if p.item}))
             _add_speed(summary, started, len(todo))
             _write_report(job, plans, publication, session, summary)
+            publish_predict_stac(job, metadata, plans, publication, model_checksum, summary)  # in this version
             outputs = [p.entry(publication.results) for p in plans]
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
