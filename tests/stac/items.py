@@ -81,8 +81,9 @@ def asset_json(href: str, path: Path, bands: tuple[tuple[str, str], ...], title:
                 "proj:bbox": list(ds.bounds)}
 
 
-def item_json(item_id: str, assets: dict[str, dict], files: dict[str, Path]) -> dict:
-    """A STAC 1.1 Item ``item_id`` of ``assets`` (local COGs ``files``): bbox and geometry in WGS 84."""
+def item_json(item_id: str, assets: dict[str, dict], files: dict[str, Path], when: str | None = None) -> dict:
+    """A STAC 1.1 Item ``item_id`` of ``assets`` (local COGs ``files``): bbox and geometry in WGS 84; its
+    datetime ``when`` (default: the test Item's in :data:`DATETIMES`)."""
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -93,7 +94,7 @@ def item_json(item_id: str, assets: dict[str, dict], files: dict[str, Path]) -> 
     west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
     east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
     codes = {asset["proj:code"] for asset in assets.values()}
-    properties = {"datetime": DATETIMES[item_id], "updated": UPDATED}
+    properties = {"datetime": when or DATETIMES[item_id], "updated": UPDATED}
     if len(codes) == 1:
         properties["proj:code"] = codes.pop()
     return {"type": "Feature", "stac_version": STAC_VERSION, "stac_extensions": list(EXTENSIONS), "id": item_id,
