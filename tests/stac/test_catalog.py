@@ -12,6 +12,7 @@ import pytest
 from geoseg_batch.config import StacSpec
 from geoseg_batch.errors import CatalogError
 from geoseg_batch.stac.catalog import find_items
+from tests.stac.server import free_port
 
 
 def _item(item_id, when, bbox=(0, 0, 1, 1), collection="c1"):
@@ -78,14 +79,8 @@ def test_malformed_documents_and_items_are_one_line(tmp_path):
         find_items(StacSpec(url=str(tmp_path / "missing.json")))
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_an_unreachable_api_is_one_line_at_once():
-    url = f"http://127.0.0.1:{_closed_port()}/"
+    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there: a closed port
     with pytest.raises(CatalogError, match=r"no answer from .* \(connection refused"):
         find_items(StacSpec(url=url, timeout_s=5))
 
