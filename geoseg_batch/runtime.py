@@ -1,10 +1,12 @@
-"""TensorFlow process settings: thread pools and log noise, set once, before the first TF op.
+"""Compute process settings: thread pools and log noise, set once, before the first TF (or XLA) op.
 
 TensorFlow sizes its intra-op pool (threads inside one kernel) and inter-op pool
 (kernels run side by side) when it first runs an op, and refuses changes afterwards.
 On a small machine the defaults (one thread per core for each pool, plus tf.data's own
 pool, plus Dask's worker threads) oversubscribe the cores, so every entry point calls
-:func:`configure_tensorflow` first with numbers chosen for its role.
+:func:`configure_tensorflow` first with numbers chosen for its role. Inference also runs under
+Keras' JAX backend (``KERAS_BACKEND=jax``, chosen per process before Keras is imported; Dask
+workers inherit it), where TensorFlow need not be installed: :func:`configure_backend`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,33 @@ def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: 
         log.warning("TensorFlow already started with threads %s; keeping them (wanted %s)", current, (intra, inter))
         return current
     return intra, inter
+
+
+def keras_backend() -> str:
+    """The name of the backend Keras runs on in this process ("tensorflow", "jax", ...): ``KERAS_BACKEND``, else
+    ~/.keras/keras.json, else TensorFlow; fixed when Keras is first imported."""
+    import keras
+
+    return str(keras.config.backend())
+
+
+def configure_backend(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> str:
+    """Set the thread pools of the backend that runs the model before its first op; returns the backend's name.
+
+    TensorFlow: :func:`configure_tensorflow`. JAX: XLA sizes its CPU pool itself; one intra-op thread (a worker
+    whose cores are shared with other worker threads) turns off its multi-threaded Eigen kernels through
+    ``XLA_FLAGS``, read when XLA starts (unless the user set that flag); other numbers keep XLA's default.
+    """
+    backend = keras_backend()
+    if backend == "tensorflow":
+        configure_tensorflow(intra_op_threads, inter_op_threads)
+    elif backend == "jax" and intra_op_threads == 1 and XLA_SINGLE_THREAD.split("=")[0] not in os.environ.get(
+            "XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_SINGLE_THREAD}".strip()
+    return backend
+
+
+XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def worker_address() -> str:
