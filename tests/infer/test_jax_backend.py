@@ -46,7 +46,8 @@ def without_tensorflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
     site = tmp_path_factory.mktemp("no_tensorflow")
     (site / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None  # import fails\n")
     path = os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3",
+            "JAX_COMPILATION_CACHE_DIR": str(site / "jax_cache")}  # not the user's cache
 
 
 def _scene_windows(bands: int, normalize) -> np.ndarray:
