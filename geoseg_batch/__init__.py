@@ -20,6 +20,6 @@ from geoseg_batch.version import __version__
 
 __all__ = [
     "__version__", "demo", "synth", "pack_shards", "shard_info", "shard_stats", "train", "evaluate", "predict_scene",
-    "predict_stac", "mosaic", "validate", "submit", "info", "run_job", "load_job", "JobResult", "TrainJob", "EvaluateJob", "PredictJob",
-    "MosaicJob", "PipelineJob", "DemoJob",
+    "predict_stac", "mosaic", "validate", "submit", "info", "run_job", "load_job", "JobResult", "TrainJob",
+    "EvaluateJob", "PredictJob", "MosaicJob", "PipelineJob", "DemoJob",
 ]

@@ -6,8 +6,8 @@ pre-cut tiles, :func:`geoseg_batch.bench._predict_worker`) and ``pipeline`` (``g
 predict`` end to end on a LocalCluster), over ``repeats`` rounds whose side order alternates, so
 both see the same machine. The figures are each side's medians, the ratio of the pipelines, and
 the largest difference between the two sides' probability maps (first round; as stored: without
-``--float``, in steps of 1/250, so a pixel next to a rounding boundary differs by 0.004). ``tiles`` is the tiles phase alone (``setup`` holds the workers'
-start-up, the bundle's loading and, on JAX, its compilations: cached across runs, see
+``--float``, in steps of 1/250, so a pixel next to a rounding boundary differs by 0.004). ``tiles`` is the
+tiles phase alone (``setup`` holds the workers' start-up, the bundle's loading and, on JAX, its compilations: cached across runs, see
 :func:`geoseg_batch.runtime.configure_xla`). Where TensorFlow is
 not installed (a GPU machine with JAX only) the JAX side runs alone.
 """

@@ -2,7 +2,8 @@
 
 On a distributed cluster, :class:`ModelPlugin` (a ``WorkerPlugin``) loads the bundle when it
 is registered, once per worker, after setting TensorFlow's thread pools to the worker's
-share of the cores (under Keras' JAX backend, ``KERAS_BACKEND=jax``: XLA's, and no TensorFlow is needed), from the bundle's path, its object-storage URL or bytes sent along
+share of the cores (under Keras' JAX backend, ``KERAS_BACKEND=jax``: XLA's, and no TensorFlow
+is needed), from the bundle's path, its object-storage URL or bytes sent along
 (:mod:`geoseg_batch.infer.bundle_source`: workers of an existing scheduler may not see the
 client's disk); tasks reach it through a small :class:`PredictorRef` (bundle location and
 content digest), so neither the model nor the bundle's bytes are pickled into a task. Without a cluster (Dask's
