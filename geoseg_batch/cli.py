@@ -89,6 +89,11 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if result.summary.get("nothing_to_do"):
         print(f"nothing to do: the search found no Items; {result.out} keeps what it holds")
         return
+    if result.summary.get("dry_run"):
+        from geoseg_batch.runs.dry_run import plan_lines
+
+        print("\n".join(plan_lines(result.summary["plan"], result.out)))
+        return
     for output in result.outputs:
         print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
     summary = result.summary
@@ -245,6 +250,25 @@ def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser
     _print({k: v for k, v in figures.items() if k not in ("runs", "pipeline_summary")})
 
 
+def _bench_plan_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", required=True, metavar="FILE")
+    parser.add_argument("--side", type=int, default=100_000, help="rows and columns of the large scene's VRT")
+    parser.add_argument("--scenes", type=int, default=1000, help="scenes of the many-scenes dry run (0: none)")
+    parser.add_argument("--scene", metavar="FILE", help="the file the VRTs repeat (default: a synthetic 14-band one)")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--stitch", choices=get_args(StitchMode), default="exact")
+    parser.add_argument("--tasks", type=int, default=0, metavar="N",
+                        help="also: the scheduler's cost per task of N predict-shaped no-op tasks on a LocalCluster")
+    parser.add_argument("--workers", type=int, default=2, help="of the dry runs' cluster and the scheduler bench")
+
+
+def _run_bench_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from geoseg_batch.bench_plan import bench_plan
+
+    _print(bench_plan(json_path=args.json, side=args.side, scenes=args.scenes, scene=args.scene, tile=args.tile,
+                      stitch=args.stitch, tasks=args.tasks, workers=args.workers))
+
+
 def _info_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", metavar="ADDR", help="also check this scheduler answers")
 
@@ -278,6 +302,8 @@ COMMANDS: Commands = {
     "bench": ("benchmarks that print figures", lambda parser: None, {
         "train": ("chips/s and peak RSS: shards vs in-memory NumPy", _bench_train_parser, _run_bench_train),
         "predict": ("Mpx/s and peak RSS: raw model vs naive vs pipeline", _bench_predict_parser, _run_bench_predict),
+        "plan": ("client RSS and time of dry runs of very large runs; scheduler cost per task",
+                 _bench_plan_parser, _run_bench_plan),
     }),
     "info": ("versions, devices, cluster reachability", _info_parser, _run_info),
 }
