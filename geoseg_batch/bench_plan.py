@@ -140,9 +140,9 @@ def bench_plan(json_path: str | Path, side: int = 100_000, scenes: int = 1000, s
             many.mkdir()
             listed = root / "scenes.txt"
             listed.write_text("\n".join(str(p) for p in scene_copies(many, source, scenes)) + "\n")
+            arguments = ["--scene-list", str(listed), *common, "--out", str(root / "out_many")]
             figures["many"] = {"scenes": scenes, "scene_shape": [COPIES * rows, COPIES * cols],
-                               **dry_run_figures(["--scene-list", str(listed), *common, "--out", str(root / "out_many")],
-                                                 root / "many.json")}
+                               **dry_run_figures(arguments, root / "many.json")}
         if tasks:
             figures["scheduler"] = scheduler_cost(tasks, workers, tile)
     write_json(json_path, figures)
@@ -194,6 +194,7 @@ def scheduler_cost(tasks: int, workers: int, tile: int = 512) -> dict[str, Any]:
     """Wall time per task of ``tasks`` stub model tasks (:func:`stub_graph`) computed with predict's
     :func:`~geoseg_batch.infer.segment.run_graph` on an embedded LocalCluster of ``workers`` one-thread processes:
     graph building, and submission to the last record, per task (ms)."""
+    import psutil
     from distributed import Client, LocalCluster
 
     from geoseg_batch.infer.segment import run_graph
@@ -201,11 +202,13 @@ def scheduler_cost(tasks: int, workers: int, tile: int = 512) -> dict[str, Any]:
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.submit(sum, [1]).result()  # workers up
-        started = time.perf_counter()
+        this, started = psutil.Process(), time.perf_counter()
+        before = this.memory_info().rss
         graph = stub_graph(tasks, tile, workers)
         built = time.perf_counter()
         records = run_graph(graph, client)
         done = time.perf_counter()
+        after = this.memory_info().rss  # the client's and the embedded scheduler's, the records held
     return {"tasks": tasks, "tiles": len(records), "workers": workers, "graph_s": round(built - started, 3),
             "run_s": round(done - built, 3), "graph_ms_per_task": round(1e3 * (built - started) / tasks, 3),
-            "ms_per_task": round(1e3 * (done - built) / tasks, 3)}
+            "ms_per_task": round(1e3 * (done - built) / tasks, 3), "client_rss_growth_bytes": after - before}

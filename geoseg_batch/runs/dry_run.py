@@ -10,8 +10,8 @@ hashes no input, reads no pixel, writes nothing to ``out`` (no manifest: the res
 ``summary["plan"]`` is the plan, and the CLI prints it in a few lines). A run that would not
 fit is refused by the size checks before the plan, in the same one line as a real run.
 
-The estimate is the time of the model's forward passes over the pixels it must compute, at a
-raw speed scaled from one measured model to this one by their multiply-adds per pixel
+The estimate is the time of the model's forward passes over the pixels it must compute, at the
+speed measured in predict for one model scaled to this one by their multiply-adds per pixel
 (:func:`multiply_adds_per_pixel`), on the cluster's cores, divided by the pipeline's
 measured efficiency: an order of magnitude for a CPU cluster, not a measurement
 (``geoseg-batch bench predict`` measures).
@@ -32,10 +32,13 @@ if TYPE_CHECKING:
 
 REFERENCE_MODEL = {"model_type": "unet", "bands": 14, "classes": 2, "depth": 4, "base_filters": 16}
 """The model whose raw speed was measured (the bench's default: ``bench predict``)."""
-REFERENCE_MPX_PER_S_PER_CORE = {"float32": 0.8, "bfloat16": 1.35}
-"""Raw speed of :data:`REFERENCE_MODEL`'s forward passes in model pixels per second and CPU core, from issue 17's
-figures on this project's 2-core machine (predict 0.70 / 1.18 Mpx/s in float32 / bfloat16, 2.15 model pixels
-per output pixel, roofline efficiency ~0.9: 0.70 x 2.15 / 0.9 / 2 cores)."""
+REFERENCE_MPX_PER_S_PER_CORE = {"float32": 0.8, "bfloat16": 1.4}
+"""Speed of :data:`REFERENCE_MODEL`'s forward passes in the pipeline, model pixels per second and CPU core, from
+issue 17's figures on this project's 2-core machine: predict's default (exact, tile 512) ran 0.70 / 1.18 output
+Mpx/s in float32 / bfloat16, computing 2.15 model pixels per output pixel, the model ~0.9 of the time (its
+roofline efficiency): 0.70 x 2.15 / 0.9 / 2 cores. So the estimate of that run is 64 x 2.15 / 1.6 / 0.9 = 96 s
+for the 91 s measured. (Pre-cut 512 x 512 tiles in one process, ``bench predict``'s raw figure, ran up to twice
+as fast: the estimate is of a run, not of the model alone.)"""
 PIPELINE_EFFICIENCY = 0.9
 """Model time over run time measured by ``bench predict``'s roofline on a CPU (the I/O path's share: the rest)."""
 
@@ -112,17 +115,20 @@ def predict_plan(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
 
 
 def _estimate(job: PredictJob, metadata: BundleMetadata, model_pixels: int) -> dict[str, Any]:
-    """The estimated time of the run: the model's passes over ``model_pixels`` at the estimated raw speed, on the
+    """The estimated time of the run: the model's passes over ``model_pixels`` at the estimated speed, on the
     embedded cluster's cores (an existing scheduler's are not known: per core), over the pipeline's efficiency."""
     cores = model_lanes_of(job)
     rate = model_mpx_per_s(metadata, job.precision, cores or 1)
     model_s = model_pixels / 1e6 / rate
+    basis = ["estimate: the model's forward passes over its pixels (tiles and halo) at the CPU speed measured in "
+             "predict for one model, scaled to this one by multiply-adds per pixel, over a pipeline efficiency of "
+             f"{PIPELINE_EFFICIENCY}"]
+    if job.gpu:
+        basis.append("CPU figures: GPU workers are faster")
+    if not cores:
+        basis.append("on one core (the scheduler's are not known before connecting): divide by its cores")
     return {"seconds": round(model_s / PIPELINE_EFFICIENCY, 1), "model_seconds": round(model_s, 1),
-            "cores": cores, "model_mpx_per_s": round(rate, 4), "precision": job.precision,
-            "basis": "estimate: the model's forward passes over its pixels (tiles and halo) at a raw CPU speed "
-                     "scaled by multiply-adds from one measured model, over a pipeline efficiency of "
-                     f"{PIPELINE_EFFICIENCY}" + ("" if cores else "; one core (the scheduler's cores are not known "
-                                                              "before connecting): divide by its cores")}
+            "cores": cores, "model_mpx_per_s": round(rate, 4), "precision": job.precision, "basis": "; ".join(basis)}
 
 
 def dry_run_result(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], client: Any | None,
@@ -144,7 +150,8 @@ def plan_lines(plan: dict[str, Any], out: Any) -> list[str]:
     worker = ("a worker may use " + gib(plan["task_may_use_bytes"]) + f" (half its {gib(plan['worker_limit_bytes'])}"
               " memory limit)") if plan["worker_limit_bytes"] else "the workers' memory limit is known once connected"
     estimate = plan["estimate"]
-    where = f"on {_counted(estimate['cores'], 'core')}" if estimate["cores"] else "on one scheduler's worker core"
+    where = (f"on {_counted(estimate['cores'], 'core')}" if estimate["cores"]
+             else "per worker core of the scheduler's cluster")
     rows, cols = plan["largest_scene"]
     return [
         f"dry run: nothing computed, nothing written to {out}",
