@@ -5,8 +5,9 @@ real run does before anything else), then counts, without listing a tile: the ti
 scene's grid, the model tasks (blocks of :data:`~geoseg_batch.infer.segment.TASK_BLOCK` tiles),
 the blending and product tasks, the client's graph and the bytes of one task against the
 workers' memory (:mod:`geoseg_batch.sizing`, the same figures the size checks refuse by), the
-pixels the model computes (tiles and halo) and an *estimated* time. It starts no cluster,
-hashes no input, reads no pixel, writes nothing to ``out`` (no manifest: the result's
+pixels the model computes (tiles and halo) and an *estimated* time. It starts no cluster
+(nor connects to a scheduler), hashes no input, reads no pixel (so the scene checks, which sample
+pixels, are not run), writes nothing to ``out`` (no manifest: the result's
 ``summary["plan"]`` is the plan, and the CLI prints it in a few lines). A run that would not
 fit is refused by the size checks before the plan, in the same one line as a real run.
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from geoseg_batch.sizing import Budget
 
 REFERENCE_MODEL = {"model_type": "unet", "bands": 14, "classes": 2, "depth": 4, "base_filters": 16}
-"""The model whose raw speed was measured (the bench's default: ``bench predict``)."""
+"""The model whose speed in predict was measured (the bench's default: ``bench predict``)."""
 REFERENCE_MPX_PER_S_PER_CORE = {"float32": 0.8, "bfloat16": 1.4}
 """Speed of :data:`REFERENCE_MODEL`'s forward passes in the pipeline, model pixels per second and CPU core, from
 issue 17's figures on this project's 2-core machine: predict's default (exact, tile 512) ran 0.70 / 1.18 output
