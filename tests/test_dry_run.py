@@ -115,3 +115,12 @@ def _fraction(model, layer, side: int) -> float:
     probe = keras.Model(model.inputs, layer.output)
     rows, cols = probe.compute_output_shape((1, side, side, model.inputs[0].shape[-1]))[1:3]
     return rows * cols / side**2
+
+
+def test_a_dry_run_on_a_client_plans_for_its_workers(tmp_path, inputs, client):
+    bundle, scene = inputs
+    plan = predict_scene(scene, bundle, tmp_path / "dry", tile=64, dry_run=True, client=client).summary["plan"]
+    limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    assert plan["estimate"]["cores"] == 2 and plan["worker_limit_bytes"] == min(limits)
+    assert plan["task_may_use_bytes"] == min(limits) // 2
+    assert not (tmp_path / "dry").exists()

@@ -69,20 +69,26 @@ def model_mpx_per_s(metadata: BundleMetadata, precision: str, cores: int) -> flo
     return REFERENCE_MPX_PER_S_PER_CORE[precision] * reference / work * cores
 
 
-def model_lanes_of(job: PredictJob) -> int | None:
-    """CPU cores the embedded cluster's model tasks run on (its worker threads, at most this machine's cores);
-    None for an existing scheduler (not connected by a dry run)."""
+def model_lanes_of(job: PredictJob, client: Any | None = None) -> int | None:
+    """CPU cores the model tasks run on: ``client``'s worker threads, else the embedded cluster's (its worker
+    threads, at most this machine's cores); None for an existing scheduler (a dry run does not connect)."""
     from geoseg_batch.runtime import available_cores
 
+    if client is not None:
+        from geoseg_batch.cluster import model_lanes
+
+        return model_lanes(client, False)
     if job.cluster.scheduler:
         return None
     cores = available_cores()
     return min(cores, (job.cluster.workers or cores) * job.cluster.threads_per_worker)
 
 
-def predict_plan(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], budget: Budget) -> dict[str, Any]:
-    """The plan of predicting ``plans`` (their grids made) with the bundle's ``metadata`` within ``budget``: counts,
-    bytes and the estimate as a JSON-ready dict (see the module docstring)."""
+def predict_plan(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], budget: Budget,
+                 client: Any | None = None) -> dict[str, Any]:
+    """The plan of predicting ``plans`` (their grids made) with the bundle's ``metadata`` within ``budget`` (on
+    ``client``'s cluster, else the job's): counts, bytes and the estimate as a JSON-ready dict (see the module
+    docstring)."""
     from geoseg_batch.infer.segment import model_task_count, task_block
     from geoseg_batch.sizing import graph_bytes, model_task_bytes, store_chunk_bytes
 
@@ -111,14 +117,13 @@ def predict_plan(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
         "max_graph_tiles": budget.max_tasks,
         "model_megapixels": round(model_pixels / 1e6, 3),
         "model_pixels_per_output_pixel": round(model_pixels / max(pixels, 1), 4),
-        "estimate": _estimate(job, metadata, model_pixels),
+        "estimate": _estimate(job, metadata, model_pixels, model_lanes_of(job, client)),
     }
 
 
-def _estimate(job: PredictJob, metadata: BundleMetadata, model_pixels: int) -> dict[str, Any]:
-    """The estimated time of the run: the model's passes over ``model_pixels`` at the estimated speed, on the
-    embedded cluster's cores (an existing scheduler's are not known: per core), over the pipeline's efficiency."""
-    cores = model_lanes_of(job)
+def _estimate(job: PredictJob, metadata: BundleMetadata, model_pixels: int, cores: int | None) -> dict[str, Any]:
+    """The estimated time of the run: the model's passes over ``model_pixels`` at the estimated speed, on ``cores``
+    (None: not known, per core), over the pipeline's efficiency."""
     rate = model_mpx_per_s(metadata, job.precision, cores or 1)
     model_s = model_pixels / 1e6 / rate
     basis = ["estimate: the model's forward passes over its pixels (tiles and halo) at the CPU speed measured in "
@@ -138,7 +143,7 @@ def dry_run_result(job: PredictJob, metadata: BundleMetadata, plans: list[SceneP
     be; none is), ``summary["plan"]`` the plan (:func:`plan_lines` prints it)."""
     from geoseg_batch.sizing import budget_for
 
-    plan = predict_plan(job, metadata, plans, budget_for(job.cluster, client))
+    plan = predict_plan(job, metadata, plans, budget_for(job.cluster, client), client)
     return JobResult("predict", out, out / "manifest.json", [], {
         "dry_run": True, "scenes": plan["scenes"], "megapixels": plan["megapixels"], "tiles_total": plan["tiles"],
         "plan": plan})
