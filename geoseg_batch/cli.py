@@ -89,10 +89,7 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if result.summary.get("nothing_to_do"):
         print(f"nothing to do: the search found no Items; {result.out} keeps what it holds")
         return
-    if result.summary.get("dry_run"):
-        from geoseg_batch.runs.dry_run import plan_lines
-
-        print("\n".join(plan_lines(result.summary["plan"], result.out)))
+    if _printed_plan(result):
         return
     for output in result.outputs:
         print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
@@ -100,6 +97,16 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     print(f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
           f"{summary['mpx_per_s']} Mpx/s")
     print(f"manifest: {result.manifest}")
+
+
+def _printed_plan(result: api.JobResult) -> bool:
+    """Print the plan of a dry run (``predict --dry-run``); whether ``result`` is one."""
+    if not result.summary.get("dry_run"):
+        return False
+    from geoseg_batch.runs.dry_run import plan_lines
+
+    print("\n".join(plan_lines(result.summary["plan"], result.out)))
+    return True
 
 
 def _run_mosaic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -172,7 +179,8 @@ def _run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def _run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     result = api.submit(args.job, scheduler=args.scheduler, workers=args.workers)
-    print(f"manifest: {result.manifest}")
+    if not _printed_plan(result):
+        print(f"manifest: {result.manifest}")
 
 
 BENCH_TRAIN = (("--chips", int, 256), ("--size", int, 128), ("--bands", int, 14), ("--batch-size", int, 8),

@@ -124,3 +124,14 @@ def test_a_dry_run_on_a_client_plans_for_its_workers(tmp_path, inputs, client):
     assert plan["estimate"]["cores"] == 2 and plan["worker_limit_bytes"] == min(limits)
     assert plan["task_may_use_bytes"] == min(limits) // 2
     assert not (tmp_path / "dry").exists()
+
+
+def test_a_dry_run_job_file_prints_its_plan(tmp_path, capsys, inputs):
+    bundle, scene = inputs
+    job = tmp_path / "job.yaml"
+    job.write_text(f"kind: predict\nscenes: [{scene}]\nmodel: {bundle}\nout: {tmp_path / 'out'}\ntile: 64\n"
+                   "dry_run: true\n")
+    assert main(["submit", str(job)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("dry run: nothing computed") and ": 25 tiles" in printed and "manifest" not in printed
+    assert not (tmp_path / "out").exists()
