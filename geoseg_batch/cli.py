@@ -91,12 +91,15 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         return
     if _printed_plan(result):
         return
-    for output in result.outputs:
-        print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
     summary = result.summary
-    print(f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
-          f"{summary['mpx_per_s']} Mpx/s")
-    print(f"manifest: {result.manifest}")
+    _print_made([f"{output['scene']}: {output.get('mask_cog') or output['zarr']}" for output in result.outputs],
+                f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
+                f"{summary['mpx_per_s']} Mpx/s", result.manifest)
+
+
+def _print_made(outputs: list[str], figures: str, manifest: Path) -> None:
+    """Print what a job made: a line per output, its figures, its manifest."""
+    print("\n".join([*outputs, figures, f"manifest: {manifest}"]))
 
 
 def _printed_plan(result: api.JobResult) -> bool:
@@ -111,12 +114,10 @@ def _printed_plan(result: api.JobResult) -> bool:
 
 def _run_mosaic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     result = api.mosaic(**_given(MosaicJob, args))
-    output = result.outputs[0]
-    print(f"mosaic: {output.get('mask_cog') or output['zarr']}")
-    summary = result.summary
-    print(f"{summary['megapixels']} Mpx, {summary['chunks_written']}/{summary['chunks_total']} chunks written "
-          f"from {summary['scenes']} scenes")
-    print(f"manifest: {result.manifest}")
+    output, summary = result.outputs[0], result.summary
+    _print_made([f"mosaic: {output.get('mask_cog') or output['zarr']}"],
+                f"{summary['megapixels']} Mpx, {summary['chunks_written']}/{summary['chunks_total']} chunks written "
+                f"from {summary['scenes']} scenes", result.manifest)
 
 
 def _synth_parser(parser: argparse.ArgumentParser) -> None:
