@@ -89,22 +89,35 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if result.summary.get("nothing_to_do"):
         print(f"nothing to do: the search found no Items; {result.out} keeps what it holds")
         return
-    for output in result.outputs:
-        print(f"{output['scene']}: {output.get('mask_cog') or output['zarr']}")
+    if _printed_plan(result):
+        return
     summary = result.summary
-    print(f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
-          f"{summary['mpx_per_s']} Mpx/s")
-    print(f"manifest: {result.manifest}")
+    _print_made([f"{output['scene']}: {output.get('mask_cog') or output['zarr']}" for output in result.outputs],
+                f"{summary['megapixels']} Mpx, {summary['tiles_computed']}/{summary['tiles_total']} tiles computed, "
+                f"{summary['mpx_per_s']} Mpx/s", result.manifest)
+
+
+def _print_made(outputs: list[str], figures: str, manifest: Path) -> None:
+    """Print what a job made: a line per output, its figures, its manifest."""
+    print("\n".join([*outputs, figures, f"manifest: {manifest}"]))
+
+
+def _printed_plan(result: api.JobResult) -> bool:
+    """Print the plan of a dry run (``predict --dry-run``); whether ``result`` is one."""
+    if not result.summary.get("dry_run"):
+        return False
+    from geoseg_batch.runs.dry_run import plan_lines
+
+    print("\n".join(plan_lines(result.summary["plan"], result.out)))
+    return True
 
 
 def _run_mosaic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     result = api.mosaic(**_given(MosaicJob, args))
-    output = result.outputs[0]
-    print(f"mosaic: {output.get('mask_cog') or output['zarr']}")
-    summary = result.summary
-    print(f"{summary['megapixels']} Mpx, {summary['chunks_written']}/{summary['chunks_total']} chunks written "
-          f"from {summary['scenes']} scenes")
-    print(f"manifest: {result.manifest}")
+    output, summary = result.outputs[0], result.summary
+    _print_made([f"mosaic: {output.get('mask_cog') or output['zarr']}"],
+                f"{summary['megapixels']} Mpx, {summary['chunks_written']}/{summary['chunks_total']} chunks written "
+                f"from {summary['scenes']} scenes", result.manifest)
 
 
 def _synth_parser(parser: argparse.ArgumentParser) -> None:
@@ -167,7 +180,8 @@ def _run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def _run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     result = api.submit(args.job, scheduler=args.scheduler, workers=args.workers)
-    print(f"manifest: {result.manifest}")
+    if not _printed_plan(result):
+        print(f"manifest: {result.manifest}")
 
 
 BENCH_TRAIN = (("--chips", int, 256), ("--size", int, 128), ("--bands", int, 14), ("--batch-size", int, 8),
@@ -265,6 +279,25 @@ def _run_bench_backend(args: argparse.Namespace, parser: argparse.ArgumentParser
     _print({k: v for k, v in figures.items() if k != "runs"})
 
 
+def _bench_plan_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", required=True, metavar="FILE")
+    parser.add_argument("--side", type=int, default=100_000, help="rows and columns of the large scene's VRT")
+    parser.add_argument("--scenes", type=int, default=1000, help="scenes of the many-scenes dry run (0: none)")
+    parser.add_argument("--scene", metavar="FILE", help="the file the VRTs repeat (default: a synthetic 14-band one)")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--stitch", choices=get_args(StitchMode), default="exact")
+    parser.add_argument("--tasks", type=int, default=0, metavar="N",
+                        help="also: the scheduler's cost per task of N predict-shaped no-op tasks on a LocalCluster")
+    parser.add_argument("--workers", type=int, default=2, help="of the dry runs' cluster and the scheduler bench")
+
+
+def _run_bench_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from geoseg_batch.bench_plan import bench_plan
+
+    _print(bench_plan(json_path=args.json, side=args.side, scenes=args.scenes, scene=args.scene, tile=args.tile,
+                      stitch=args.stitch, tasks=args.tasks, workers=args.workers))
+
+
 def _info_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", metavar="ADDR", help="also check this scheduler answers")
 
@@ -298,6 +331,8 @@ COMMANDS: Commands = {
     "bench": ("benchmarks that print figures", lambda parser: None, {
         "train": ("chips/s and peak RSS: shards vs in-memory NumPy", _bench_train_parser, _run_bench_train),
         "predict": ("Mpx/s and peak RSS: raw model vs naive vs pipeline", _bench_predict_parser, _run_bench_predict),
+        "plan": ("client RSS and time of dry runs of very large runs; scheduler cost per task",
+                 _bench_plan_parser, _run_bench_plan),
     }),
     "info": ("versions, devices, cluster reachability", _info_parser, _run_info),
 }

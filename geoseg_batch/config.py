@@ -354,6 +354,9 @@ class PredictJob(StoreOutputs):
                                                  "new or changed scenes; publish a new version of out atomically")
     strict: bool = Field(False, description="refuse scenes whose sampled values lie far outside the model's "
                                             "training statistics, or that are all nodata (default: a warning)")
+    dry_run: bool = Field(False, description="plan the run without computing it: tiles, tasks, bytes per task "
+                                             "against the workers' memory, graph size, estimated time; starts no "
+                                             "cluster, reads no pixel, writes nothing")
     cluster: ClusterSpec = ClusterSpec()
 
     _scene_locations = field_validator("scenes", "scene_list", "out", mode="before")(_locations)

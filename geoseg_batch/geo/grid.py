@@ -169,5 +169,12 @@ class TileGrid:
         return [self.tile_at(r, c) for r in range(grid_rows) for c in range(grid_cols)]
 
     def computed_pixels(self) -> int:
-        """Pixels the model computes over all windows (for overlap accounting)."""
-        return sum(t.window.shape[0] * t.window.shape[1] for t in self.tiles())
+        """Pixels the model computes over all windows (for overlap accounting), without listing the tiles: a
+        window's rows depend on its tile row only, its columns on its tile column, so the sum is a product."""
+        return self._window_span(0) * self._window_span(1)
+
+    def _window_span(self, axis: int) -> int:
+        """The summed length along ``axis`` (0: rows, 1: cols) of the windows of one line of tiles."""
+        size, padded = self.shape[axis], self.padded_shape[axis]
+        return sum(min(round_up(min(start + self.tile, size), self.multiple) + self.halo, padded)
+                   - max(start - self.halo, 0) for start in range(0, size, self.tile))

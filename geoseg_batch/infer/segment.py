@@ -266,11 +266,23 @@ def task_blocks(tiles: list[Tile], batch_size: int = 1, lanes: int = 1) -> list[
     open files and this order cut decoding time by ~16 %; a fixed order on one worker saves
     ~30 %.
     """
-    block_rows, block_cols = TASK_BLOCK[0], max(TASK_BLOCK[1], -(-batch_size // TASK_BLOCK[0]))
+    block_rows, block_cols = task_block(batch_size)
     blocks: dict[tuple[int, int], list[Tile]] = {}
     for tile in tiles:
         blocks.setdefault((tile.index[0] // block_rows, tile.index[1] // block_cols), []).append(tile)
     return [blocks[key] for key in sorted(blocks, key=lambda key: (key[0] // lanes, key[1], key[0] % lanes))]
+
+
+def task_block(batch_size: int = 1) -> tuple[int, int]:
+    """(tile rows, tile cols) of one model task: :data:`TASK_BLOCK`, widened to hold ``batch_size`` windows."""
+    return TASK_BLOCK[0], max(TASK_BLOCK[1], -(-batch_size // TASK_BLOCK[0]))
+
+
+def model_task_count(grid: TileGrid, batch_size: int = 1) -> int:
+    """Model tasks of a fresh run over ``grid`` (nothing done before): its blocks as :func:`task_blocks` cuts them,
+    counted without listing the tiles."""
+    (block_rows, block_cols), (rows, cols) = task_block(batch_size), grid.grid_shape
+    return -(-rows // block_rows) * -(-cols // block_cols)
 
 
 def _label(batch: list[Tile]) -> str:

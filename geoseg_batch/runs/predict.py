@@ -59,6 +59,10 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     if not plans:  # an incremental run whose STAC search found nothing: keep what is published
         return _nothing_to_do(job, out)
     check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
+    if job.dry_run:  # the plan only: no cluster, no hashing, no pixel read, nothing written
+        from geoseg_batch.runs.dry_run import dry_run_result
+
+        return dry_run_result(job, metadata, plans, client, out)
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     storage = storage_for(out, cloud)
     with translated_os_errors(out), contextlib.ExitStack() as running:

@@ -6,9 +6,9 @@ from typing import Any
 
 from geoseg_batch.config import MosaicJob, PredictJob, resolved
 
-NOT_CONTENT = ("wait", "wait_timeout_s", "strict", "cluster", "stac_api", "stac_collection")
-"""How a job waits for another run writing to its out, whether it refuses implausible scenes, where it
-runs (workers, threads, memory, time-outs) and where its STAC Items are posted (the static collection is
+NOT_CONTENT = ("wait", "wait_timeout_s", "strict", "dry_run", "cluster", "stac_api", "stac_collection")
+"""How a job waits for another run writing to its out, whether it refuses implausible scenes, whether it only
+plans, where it runs (workers, threads, memory, time-outs) and where its STAC Items are posted (the static collection is
 rewritten on every publish): no part of what its results are (exact and blend outputs are bitwise the same
 on any cluster), so changing them keeps a run's resume and an incremental run's reuse."""
 
