@@ -148,17 +148,21 @@ _applied: list[tuple[tuple[str, str], ...]] = [()]  # the options this process s
 
 
 def _apply(options: tuple[tuple[str, str], ...]) -> None:
-    """Set GDAL config ``options`` process-wide, unless they are the ones set last (tasks call it per read)."""
+    """Set GDAL config ``options`` process-wide where GDAL's value differs (tasks call it per read: a few lookups),
+    and clear the options the previous settings had that these do not.
+
+    GDAL's own values are compared, not a record of what was set: something else in the process (a
+    ``rasterio.Env`` closing, another library) may have changed or cleared them since."""
+    from rasterio._env import del_gdal_config  # rasterio.env's set_gdal_config(key, None) sets the string "None"
     from rasterio.env import get_gdal_config, set_gdal_config
 
-    if _applied[0] == options:
-        return
     for key, value in options:
         if get_gdal_config(key, normalize=False) != value:
             set_gdal_config(key, value, normalize=False)
-    for key in {k for k, _ in _applied[0]} - {k for k, _ in options}:  # the previous settings' extras
-        set_gdal_config(key, None)
-    _applied[0] = options
+    if _applied[0] != options:
+        for key in {k for k, _ in _applied[0]} - {k for k, _ in options}:  # the previous settings' extras
+            del_gdal_config(key)
+        _applied[0] = options
 
 
 @functools.lru_cache(maxsize=8)

@@ -56,13 +56,8 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     out, cloud = output_location(job.out), CloudSettings.of(job.storage)
     metadata = read_metadata(job.model, cloud)  # a URL: before any cluster
     plans = plan_scenes(job, metadata)
-    if not plans:  # an incremental run whose STAC search found nothing: keep what is published
-        return _nothing_to_do(job, out)
-    check_sizes(job, metadata, plans, client)  # before hashing, before a cluster: sizes from the arguments
-    if job.dry_run:  # the plan only: no cluster, no hashing, no pixel read, nothing written
-        from geoseg_batch.runs.dry_run import dry_run_result
-
-        return dry_run_result(job, metadata, plans, client, out)
+    if (done := _without_running(job, metadata, plans, client, out)) is not None:
+        return done
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
     storage = storage_for(out, cloud)
     with translated_os_errors(out), contextlib.ExitStack() as running:
@@ -97,6 +92,21 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
                                                   config=resolved(job), inputs={**model_checksum, **sums})
     return JobResult("predict", out, manifest, outputs, summary)
+
+
+def _without_running(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], client: Any | None,
+                     out: Any) -> JobResult | None:
+    """The result of a run that stops after planning (None for one that goes on): an incremental run whose STAC
+    search found nothing, and a dry run (the plan only: no cluster, no hashing, no pixel read, nothing written).
+    Its sizes are checked first (ConfigError when too big), before hashing or a cluster."""
+    if not plans:
+        return _nothing_to_do(job, out)
+    check_sizes(job, metadata, plans, client)
+    if not job.dry_run:
+        return None
+    from geoseg_batch.runs.dry_run import dry_run_result
+
+    return dry_run_result(job, metadata, plans, client, out)
 
 
 def _nothing_to_do(job: PredictJob, out: Any) -> JobResult:
