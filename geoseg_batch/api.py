@@ -243,25 +243,41 @@ def submit(job: str | Path, scheduler: str | None = None, workers: int | None = 
     return run_job(load_job(job, {"cluster.scheduler": scheduler, "cluster.workers": workers}))
 
 
+def _backend_info(backend: str) -> dict[str, Any]:
+    """What the Keras backend adds to :func:`info`: its versions, devices and (TensorFlow) thread pools."""
+    import keras
+
+    if backend == "jax":  # a machine may run inference without TensorFlow (KERAS_BACKEND=jax)
+        import jax
+
+        from geoseg_batch.runtime import configure_xla
+
+        cache = configure_xla()
+        return {"versions": {"jax": jax.__version__, "keras": keras.__version__},
+                "devices": [f"{d.platform.upper()}:{d.id}" for d in jax.devices()],
+                "jax_compilation_cache": str(cache) if cache else None}
+    from geoseg_batch.runtime import configure_tensorflow
+
+    intra, inter = configure_tensorflow()
+    import tensorflow as tf
+
+    return {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+            "devices": [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()],
+            "tf_threads": {"intra_op": intra, "inter_op": inter}}
+
+
 def info(scheduler: str | None = None) -> dict[str, Any]:
     """Versions, devices, cores and thread settings; with ``scheduler``, whether it answers."""
     import rasterio
 
     from geoseg_batch.io.publish import versions
-    from geoseg_batch.runtime import available_cores, configure_tensorflow
+    from geoseg_batch.runtime import available_cores, keras_backend
 
-    intra, inter = configure_tensorflow()
-    import keras
-    import tensorflow as tf
-
-    report: dict[str, Any] = {
-        "versions": {**versions(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "gdal": rasterio.__gdal_version__},
-        "keras_backend": keras.backend.backend(),
-        "devices": [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()],
-        "cores": available_cores(),
-        "tf_threads": {"intra_op": intra, "inter_op": inter},
-    }
+    report: dict[str, Any] = {"versions": {**versions(), "gdal": rasterio.__gdal_version__},
+                              "keras_backend": keras_backend(), "cores": available_cores()}
+    backend = _backend_info(report["keras_backend"])
+    report["versions"].update(backend.pop("versions"))
+    report.update(backend)
     if scheduler:
         with _client(scheduler, None) as client:
             report["scheduler"] = {"address": scheduler, "workers": len(client.scheduler_info()["workers"])}

@@ -173,9 +173,9 @@ def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:
     """Runs inside a subprocess: the ``raw`` or ``naive`` way of predicting a scene."""
     import resource
 
-    from geoseg_batch.runtime import configure_tensorflow
+    from geoseg_batch.runtime import configure_backend
 
-    configure_tensorflow()
+    configure_backend()  # TensorFlow's threads, or none to set under KERAS_BACKEND=jax
     import numpy as np
     import rasterio
 

@@ -203,7 +203,11 @@ def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
                         help="instead: the pipeline on the scene at URL and on a local copy, interleaved; "
                              "'loopback': a moto S3 server on 127.0.0.1 serves the bench's scene (or --scene)")
     parser.add_argument("--scene", metavar="FILE", help="with --scene-url loopback: the scene to upload")
-    parser.add_argument("--repeats", type=int, default=3, help="with --scene-url: rounds of one run per side")
+    parser.add_argument("--backend", choices=("tensorflow", "jax"),
+                        help="instead: raw and pipeline under this Keras backend (KERAS_BACKEND of the runs and "
+                             "their workers) and under TensorFlow where installed, interleaved")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="with --scene-url or --backend: rounds of one run per side")
 
 
 def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -231,6 +235,9 @@ def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser
 
     if args.scene and not args.scene_url:
         parser.error(f"--scene {args.scene}: only with --scene-url loopback (the scene it uploads)")
+    if args.backend:
+        _run_bench_backend(args, parser)
+        return
     if args.scene_url:
         figures = bench_scene_url(json_path=args.json, scene_url=args.scene_url, scene=args.scene,
                                   megapixels=args.megapixels, tile=args.tile, stitch=args.stitch, bands=args.bands,
@@ -243,6 +250,19 @@ def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser
                             batch_size=args.batch_size, workers=args.workers, scaling=args.scaling,
                             precision=args.precision)
     _print({k: v for k, v in figures.items() if k not in ("runs", "pipeline_summary")})
+
+
+def _run_bench_backend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`bench predict --backend B`: prints the figures of :func:`~geoseg_batch.bench_backend.bench_backends`."""
+    from geoseg_batch.bench_backend import bench_backends
+
+    if args.scene_url or args.scaling:
+        parser.error(f"--backend {args.backend} measures one synthetic scene; drop --scene-url and --scaling")
+    figures = bench_backends(json_path=args.json, backend=args.backend, megapixels=args.megapixels, tile=args.tile,
+                             stitch=args.stitch, bands=args.bands, depth=args.depth, base_filters=args.base_filters,
+                             batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                             repeats=args.repeats)
+    _print({k: v for k, v in figures.items() if k != "runs"})
 
 
 def _info_parser(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 On a distributed cluster, :class:`ModelPlugin` (a ``WorkerPlugin``) loads the bundle when it
 is registered, once per worker, after setting TensorFlow's thread pools to the worker's
-share of the cores, from the bundle's path, its object-storage URL or bytes sent along
+share of the cores (under Keras' JAX backend, ``KERAS_BACKEND=jax``: XLA's, and no TensorFlow is needed), from the bundle's path, its object-storage URL or bytes sent along
 (:mod:`geoseg_batch.infer.bundle_source`: workers of an existing scheduler may not see the
 client's disk); tasks reach it through a small :class:`PredictorRef` (bundle location and
 content digest), so neither the model nor the bundle's bytes are pickled into a task. Without a cluster (Dask's
@@ -55,7 +55,7 @@ class Predictor:
 
 
 class _Staging(threading.local):
-    """This thread's model input buffer: reused from batch to batch, aligned for TensorFlow.
+    """This thread's model input buffer: reused from batch to batch, aligned for TensorFlow (and XLA).
 
     TensorFlow copies a NumPy argument into a tensor of its own (a second pass over every
     input pixel, into fresh pages); a buffer aligned as its tensors are can instead be
@@ -81,11 +81,17 @@ class _Staging(threading.local):
 
 
 def _compiled_forward(model: Any) -> tuple[Any, Any]:
-    """model(x, training=False), traced once with free spatial dims on TensorFlow (no retrace per tile shape),
-    and how to pass it an aligned float32 array (on TensorFlow: sharing its memory)."""
+    """model(x, training=False) compiled once per Keras backend, and how to pass it an aligned float32 array.
+
+    TensorFlow: a tf.function traced once with free spatial dims (no retrace per tile shape), fed by DLPack
+    (sharing the array's memory). JAX: :func:`_jax_forward`. Any other backend: ``predict_on_batch``.
+    """
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _jax_forward(model), (lambda array: array)
+    if backend != "tensorflow":
         return (lambda x: model.predict_on_batch(x)), (lambda array: array)
     import tensorflow as tf
 
@@ -93,6 +99,26 @@ def _compiled_forward(model: Any) -> tuple[Any, Any]:
     forward = tf.function(lambda x: model(x, training=False),
                           input_signature=[tf.TensorSpec((None, None, None, bands), tf.float32)])
     return forward, lambda array: tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def _jax_forward(model: Any) -> Any:
+    """The model's inference pass as one jax.jit function of a NumPy batch (compiled once per batch shape: a run
+    has a few tile shapes), its weights passed as arguments (Keras' stateless call), not baked into the program.
+
+    The argument is the thread's staging buffer itself (on CPU, XLA may read it in place); the call's result is
+    read back before that buffer is refilled, so no computation ever sees it change.
+    """
+    import jax
+
+    trainable = [variable.value for variable in model.trainable_variables]
+    non_trainable = [variable.value for variable in model.non_trainable_variables]
+
+    @jax.jit
+    def forward(trainable: list[Any], non_trainable: list[Any], batch: Any) -> Any:
+        outputs, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
+        return outputs
+
+    return lambda batch: forward(trainable, non_trainable, batch)
 
 
 @dataclass(frozen=True)
@@ -131,8 +157,9 @@ class PredictorRef:
 
 
 class ModelPlugin(WorkerPlugin):
-    """Set TF threads to this worker's share of the cores, then load the bundle, once per worker (from its path,
-    its URL or the bytes carried: :mod:`geoseg_batch.infer.bundle_source`)."""
+    """Set the backend's threads to this worker's share of the cores, then load the bundle, once per worker (from
+    its path, its URL or the bytes carried: :mod:`geoseg_batch.infer.bundle_source`). The Keras backend is the
+    worker's (``KERAS_BACKEND`` in its environment, inherited from the process that started it)."""
 
     def __init__(self, ref: PredictorRef, intra_op_threads: int | None, source: BundleSource | None = None) -> None:
         self.ref = ref
@@ -143,9 +170,9 @@ class ModelPlugin(WorkerPlugin):
         self.origin = ""
 
     def setup(self, worker: Any) -> None:
-        from geoseg_batch.runtime import configure_tensorflow
+        from geoseg_batch.runtime import configure_backend
 
-        configure_tensorflow(self.intra_op_threads, 1)
+        configure_backend(self.intra_op_threads, 1)
         with self.source.local_file(Path(worker.local_directory), f"worker {worker.address}") as path:
             bundle = load_bundle(path)
         self.predictor = Predictor(bundle, self.ref.precision)
