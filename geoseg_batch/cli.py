@@ -220,8 +220,11 @@ def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("tensorflow", "jax"),
                         help="instead: raw and pipeline under this Keras backend (KERAS_BACKEND of the runs and "
                              "their workers) and under TensorFlow where installed, interleaved")
+    parser.add_argument("--roofline", action="store_true",
+                        help="instead: the decode ceiling, predict with a near-free model and with this one (exact "
+                             "and blend; float32, and --precision bfloat16 too), and each run's roofline efficiency")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="with --scene-url or --backend: rounds of one run per side")
+                        help="with --scene-url, --backend or --roofline: rounds of one run per side")
 
 
 def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -249,6 +252,9 @@ def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser
 
     if args.scene and not args.scene_url:
         parser.error(f"--scene {args.scene}: only with --scene-url loopback (the scene it uploads)")
+    if args.roofline:
+        _run_bench_roofline(args, parser)
+        return
     if args.backend:
         _run_bench_backend(args, parser)
         return
@@ -296,6 +302,20 @@ def _run_bench_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
     _print(bench_plan(json_path=args.json, side=args.side, scenes=args.scenes, scene=args.scene, tile=args.tile,
                       stitch=args.stitch, tasks=args.tasks, workers=args.workers))
+
+
+def _run_bench_roofline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`bench predict --roofline`: prints the table of :func:`~geoseg_batch.bench_roofline.bench_roofline`."""
+    from geoseg_batch.bench_roofline import bench_roofline, table_lines
+
+    if args.scene_url or args.scaling or args.backend:
+        parser.error("--roofline measures one synthetic scene on this backend; drop --scene-url, --scaling and "
+                     "--backend")
+    precisions = ("float32", "bfloat16") if args.precision == "bfloat16" else ("float32",)
+    figures = bench_roofline(json_path=args.json, megapixels=args.megapixels, tile=args.tile, bands=args.bands,
+                             depth=args.depth, base_filters=args.base_filters, batch_size=args.batch_size,
+                             workers=args.workers, precisions=precisions, repeats=args.repeats)
+    print("\n".join(table_lines(figures["table"])))
 
 
 def _info_parser(parser: argparse.ArgumentParser) -> None:
