@@ -19,7 +19,7 @@ from typing import Any
 from geoseg_batch.config import StacSpec
 from geoseg_batch.errors import CatalogError
 from geoseg_batch.io.remote import CloudSettings
-from geoseg_batch.io.urls import is_url, protocol
+from geoseg_batch.io.urls import is_url, protocol, sibling
 
 STATIC_TYPES = ("Catalog", "Collection", "FeatureCollection")
 
@@ -156,14 +156,11 @@ def _text_of(url: str, timeout_s: float, cloud: CloudSettings) -> str:
 
 
 def _resolved(href: str, base: str) -> str:
-    """``href`` made absolute against the document at ``base`` (a path or a URL)."""
+    """``href`` made absolute against the document at ``base`` (a path or a URL of any scheme: s3:// too)."""
     if "://" in href or href.startswith("/"):
         return href
-    if is_url(base):
-        from urllib.parse import urljoin
-
-        return urljoin(base, href)
-    return str((Path(base).parent / href).resolve())
+    joined = sibling(base, href)
+    return str(joined) if is_url(joined) else str(Path(joined).resolve())
 
 
 def _absolute(item: dict[str, Any], base: str, own_file: bool = False) -> dict[str, Any]:

@@ -13,14 +13,13 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.storage import storage_for
-from geoseg_batch.io.urls import Location, is_url, output_location
+from geoseg_batch.io.urls import Location, is_url, output_location, sibling
 from geoseg_batch.io.urls import name as file_name
 from geoseg_batch.stac.collection import (
     api_collection, api_item, collection_path, item_path, results_collection, static_documents,
@@ -119,18 +118,9 @@ def _predicted_item(store: Location, cloud: CloudSettings) -> dict[str, Any] | N
     doc = json.loads(storage.read_text(path))
     href = str(_absolute(path))
     for link in doc.get("links", []):
-        link["href"] = _resolved(href, link["href"])
+        joined = sibling(href, link["href"])
+        link["href"] = str(joined) if is_url(joined) else os.path.normpath(joined)
     return {**doc, "href": href}
-
-
-def _resolved(base: str, href: str) -> str:
-    """``href`` (of a document at ``base``, a path or a URL) made absolute."""
-    if is_url(href) or os.path.isabs(href):
-        return href
-    if not is_url(base):
-        return os.path.normpath(os.path.join(os.path.dirname(base), href))
-    scheme, rest = base.split("://", 1)
-    return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), href))}"
 
 
 def _absolute_entry(entry: Mapping[str, str]) -> dict[str, str]:

@@ -93,3 +93,16 @@ def test_an_api_that_never_answers_is_given_up_after_the_timeout():
         with pytest.raises(CatalogError, match=r"no answer from .* \(nothing within 1 s\)"):
             find_items(StacSpec(url=f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout_s=1))
         assert time.perf_counter() - started < 10
+
+
+def test_static_catalog_in_object_storage_resolves_relative_links(s3_env, tmp_path):
+    """A catalog on s3:// whose links and assets are relative: every href made an s3:// URL beside it."""
+    (tmp_path / "x.json").write_text(json.dumps(_item("x", "2024-01-01T00:00:00Z")))
+    (tmp_path / "catalog.json").write_text(json.dumps(
+        {"type": "Catalog", "id": "root", "links": [{"rel": "item", "href": "./items/x.json"}]}))
+    catalog = s3_env.upload(tmp_path / "catalog.json", "static/catalog.json")
+    s3_env.upload(tmp_path / "x.json", "static/items/x.json")
+    (item,) = find_items(StacSpec(url=catalog))
+    bucket = catalog.split("/")[2]
+    assert item["assets"]["data"]["href"] == f"s3://{bucket}/static/items/data/x.tif"
+    assert {"rel": "self", "href": f"s3://{bucket}/static/items/x.json"} in item["links"]
