@@ -36,6 +36,7 @@ from typing import Any
 
 from geoseg_batch.bench import _bench_bundle, _bench_scene, _pipeline_run, _predict_worker
 from geoseg_batch.errors import ConfigError
+from geoseg_batch.infer.stages import STAGES
 from geoseg_batch.io.publish import write_json
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ DECODE_CACHE_MB = 16
 """GDAL's block cache while the decode ceiling is measured: small, so every block is decoded."""
 RUN_KEYS = ("whole_mpx_per_s", "end_to_end_mpx_per_s", "tiles_mpx_per_s", "setup_s", "tiles_s", "cogs_s",
             "wall_s", "model_px_per_output_px", "raw_mpx_per_s", "roofline_s", "efficiency", "tiles_efficiency",
-            "whole_over_decode", "tiles_over_decode", "peak_rss_bytes")
-"""The figures of every run (each the median over the rounds)."""
+            "whole_over_decode", "tiles_over_decode", "peak_rss_bytes", *(f"{stage}_thread_s" for stage in STAGES))
+"""The figures of every run (each the median over the rounds); ``<stage>_thread_s``: the tiles phase's
+thread-seconds per stage (:mod:`geoseg_batch.infer.stages`), summed over the workers."""
 
 
 def bench_roofline(json_path: str | Path, megapixels: float = 64.0, tile: int = 512, bands: int = 14,
@@ -183,7 +185,8 @@ def run_figures(run: dict[str, Any], raw_mpx_per_s: float, decode_mpx_per_s: flo
             "raw_mpx_per_s": raw_mpx_per_s, "roofline_s": roofline_s, "efficiency": roofline_s / summary["wall_s"],
             "tiles_efficiency": roofline_s / phases["tiles_s"],
             "whole_over_decode": summary["mpx_per_s"] / decode_mpx_per_s,
-            "tiles_over_decode": tiles / decode_mpx_per_s, "peak_rss_bytes": run["peak_rss_bytes"]}
+            "tiles_over_decode": tiles / decode_mpx_per_s, "peak_rss_bytes": run["peak_rss_bytes"],
+            **{f"{stage}_thread_s": summary["stage_seconds"][stage] for stage in STAGES}}
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -203,7 +206,9 @@ def roofline_table(figures: dict[str, Any]) -> list[list[str]]:
         rows.append([f"predict with a near-free model (depth 1, 1 filter), {stitch}: whole run / tiles phase only",
                      f"{near['whole_mpx_per_s']:.2f} / {near['tiles_mpx_per_s']:.2f} Mpx/s "
                      f"({near['whole_over_decode']:.2f} / {near['tiles_over_decode']:.2f} of the decode ceiling; "
-                     f"setup {near['setup_s']:.1f} s, COGs {near['cogs_s']:.1f} s)"])
+                     f"setup {near['setup_s']:.1f} s, COGs {near['cogs_s']:.1f} s; its own raw forward pass "
+                     f"{near['raw_mpx_per_s']:.1f} Mpx/s, roofline efficiency {near['efficiency']:.2f} / "
+                     f"{near['tiles_efficiency']:.2f})"])
     for precision in figures["precisions"]:
         real = [runs[f"{precision}_{stitch}"] for stitch in stitches]
         rows.append([f"predict, real model (base {figures['base_filters']}, depth {figures['depth']}, tile {tile}), "
@@ -215,7 +220,17 @@ def roofline_table(figures: dict[str, Any]) -> list[list[str]]:
     real = [runs[f"{figures['precisions'][0]}_{stitch}"] for stitch in stitches]
     rows.append([f"model pixels computed per output pixel, {modes} (tile {tile})",
                  " / ".join(f"{r['model_px_per_output_px']:.2f}" for r in real)])
+    for name in (f"{NEAR_FREE}_{stitches[0]}", *(f"{figures['precisions'][0]}_{stitch}" for stitch in stitches)):
+        rows.append([f"tiles phase, share of the workers' thread time: {' / '.join(STAGES)}, {name}",
+                     _stage_shares(runs[name])])
     return rows
+
+
+def _stage_shares(run: dict[str, float]) -> str:
+    """"r / n / m / w (of T thread-s)": a run's stage thread-seconds as shares of their sum."""
+    seconds = [run[f"{stage}_thread_s"] for stage in STAGES]
+    total = sum(seconds) or 1.0
+    return " / ".join(f"{s / total:.2f}" for s in seconds) + f" (of {sum(seconds):.1f} thread-s)"
 
 
 def table_lines(rows: list[list[str]]) -> list[str]:

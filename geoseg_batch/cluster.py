@@ -184,6 +184,25 @@ def _workers_forked_with(modules: tuple[str, ...]) -> Iterator[None]:
         yield
 
 
+def start_worker_fork_server(spec: ClusterSpec, worker_imports: tuple[str, ...] = MODEL_WORKER_IMPORTS) -> bool:
+    """Start the fork server the embedded cluster's CPU workers will be forked from, now, in the background; True
+    when it was started (or already running).
+
+    The server imports ``worker_imports`` (TensorFlow: ~3 CPU-s, most of a cold cluster's start) in its own
+    process while this one goes on planning, sampling and hashing the scenes; :func:`connect` later forks the
+    workers from it. No cluster is started, nothing waits, and a server never used exits with this process.
+    Nothing is started for an existing scheduler, for GPU workers (no fork) or where forkserver is unavailable.
+    """
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    if spec.scheduler or "forkserver" not in multiprocessing.get_all_start_methods() or gpu_workers(spec):
+        return False
+    with _workers_forked_with(worker_imports):  # the server's modules, as connect() sets them
+        multiprocessing.forkserver.ensure_running()  # spawns the server and returns: its imports run there
+    return True
+
+
 def gpu_workers(spec: ClusterSpec) -> int:
     """GPU workers for the embedded cluster: ``spec.gpus``, else every visible GPU when dask-cuda is installed."""
     has_dask_cuda = importlib.util.find_spec("dask_cuda") is not None

@@ -30,9 +30,12 @@ def test_the_roofline_mode_gives_consistent_figures(tmp_path):
                     + figures["megapixels"] / figures["decode_mpx_per_s"])
         assert run["roofline_s"] == pytest.approx(expected, rel=1e-2)
         assert run["tiles_over_decode"] == pytest.approx(run["tiles_mpx_per_s"] / figures["decode_mpx_per_s"])
+        stages = [run[f"{stage}_thread_s"] for stage in ("read", "normalize", "model", "write")]
+        assert all(seconds > 0 for seconds in stages) and sum(stages) <= run["tiles_s"] + 0.01  # one worker thread
     lines = table_lines(figures["table"])
-    assert lines[:2] == ["| figure | value |", "|---|---|"] and len(lines) == 2 + len(figures["table"]) == 7
+    assert lines[:2] == ["| figure | value |", "|---|---|"] and len(lines) == 2 + len(figures["table"]) == 9
     assert "Mpx/s" in lines[2] and all(line.count("|") == 3 for line in lines)
+    assert "read / normalize / model / write, near_free_exact" in lines[-2] and "thread-s" in lines[-1]
 
 
 def test_the_decode_ceiling_reads_every_pixel_once(tmp_path):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from geoseg_batch.geo.grid import Tile, TileGrid, Window, union
 from geoseg_batch.geo.scene import Scene, normalize_in_place
 from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.infer.reading import SceneInput
+from geoseg_batch.infer.stages import StageClock, StageSeconds
 from geoseg_batch.io.zarr_store import ZarrTarget
 from geoseg_batch.runtime import worker_address
 
@@ -51,17 +52,20 @@ class TileRecord:
     model_pixels: int
     pixels: int = 0  # output pixels of the tile
     worker: str = field(default_factory=worker_address)  # who wrote the tile
+    seconds: StageSeconds = StageSeconds()  # the tile's share of its task's time, per stage
 
 
-def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
+                  clock: StageClock | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per tile: (normalized window (rows, cols, bands), valid mask), views into one block buffer.
 
     The tiles' windows are read as their union, straight into a buffer in the model's
     pixel-major layout that is zero (normalized space) beyond the scene: neighbouring windows
     overlap by twice the halo and share the file's blocks, which a read per window would
-    decode again for each. A masked scene's GDAL mask is read for the same window.
+    decode again for each. A masked scene's GDAL mask is read for the same window. ``clock`` times the
+    read and the normalization.
     """
+    clock = clock or StageClock()
     metadata = predictor_ref.get().metadata
     block = union(*(t.window for t in tiles))
     inside = block.intersection(Window.of_shape(grid.shape))
@@ -69,9 +73,11 @@ def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
     valid = np.zeros(block.shape, bool)
     if inside is not None:
         in_scene = inside.relative_to(block).slices()
-        scene.read_into(inside, buffer[in_scene])
-        valid[in_scene] = normalize_in_place(buffer[in_scene], scene, metadata, scene.float_source)
-        masked = scene.read_valid(inside)
+        with clock.timing("read"):
+            scene.read_into(inside, buffer[in_scene])
+            masked = scene.read_valid(inside)
+        with clock.timing("normalize"):
+            valid[in_scene] = normalize_in_place(buffer[in_scene], scene, metadata, scene.float_source)
         if masked is not None:  # masked pixels are nodata: 0 (the normalized mean), like nodata values
             buffer[in_scene][~masked] = 0.0
             valid[in_scene] &= masked
@@ -79,8 +85,11 @@ def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
             for t in tiles]
 
 
-def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """Probabilities of each window; windows of equal shape go through the model in batches of ``batch_size``."""
+def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray], batch_size: int,
+                          clock: StageClock | None = None) -> list[np.ndarray]:
+    """Probabilities of each window; windows of equal shape go through the model in batches of ``batch_size``
+    (timed by ``clock`` as the model stage)."""
+    clock = clock or StageClock()
     predictor = predictor_ref.get()
     results: list[np.ndarray | None] = [None] * len(windows)
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -89,7 +98,8 @@ def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray]
     for same_shape in by_shape.values():
         for start in range(0, len(same_shape), batch_size):
             numbers = same_shape[start:start + batch_size]
-            batch = predictor.probabilities([windows[n] for n in numbers])
+            with clock.timing("model"):
+                batch = predictor.probabilities([windows[n] for n in numbers])
             for n, probabilities in zip(numbers, batch):
                 results[n] = probabilities
     return results
@@ -97,22 +107,26 @@ def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray]
 
 def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
                   target: ZarrTarget, batch_size: int) -> list[TileRecord]:
-    """Predict a run of tiles' windows, crop the halos, write the tiles (all-nodata tiles skip the model)."""
-    work, records = [], []
-    for tile, (inputs, valid) in zip(tiles, window_inputs(tiles, grid, scene, predictor_ref)):
+    """Predict a run of tiles' windows, crop the halos, write the tiles (all-nodata tiles skip the model); each
+    record carries its share of the task's stage times."""
+    clock, work, done = StageClock(), [], []
+    for tile, (inputs, valid) in zip(tiles, window_inputs(tiles, grid, scene, predictor_ref, clock)):
         core = tile.core.relative_to(tile.window).slices()
         if valid[core].any():
             work.append((tile, inputs, core, valid[core]))
         else:
-            target.mark_done(tile.index)  # the store's fill value is already nodata
-            records.append(TileRecord(tile.index, False, 0, _area(tile.core)))
+            with clock.timing("write"):
+                target.mark_done(tile.index)  # the store's fill value is already nodata
+            done.append((tile.index, False, 0, _area(tile.core)))
     for (tile, _, core, core_valid), probabilities in zip(work, batched_probabilities(predictor_ref,
                                                                                          [w[1] for w in work],
-                                                                                         batch_size)):
-        target.write(tile.core, probabilities[core], core_valid)
-        target.mark_done(tile.index)
-        records.append(TileRecord(tile.index, True, _area(tile.window), _area(tile.core)))
-    return records
+                                                                                         batch_size, clock)):
+        with clock.timing("write"):
+            target.write(tile.core, probabilities[core], core_valid)
+            target.mark_done(tile.index)
+        done.append((tile.index, True, _area(tile.window), _area(tile.core)))
+    share = clock.total().share(len(done))
+    return [TileRecord(*fields, seconds=share) for fields in done]
 
 
 def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
@@ -136,46 +150,65 @@ def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
     return row_weights[:, None] * col_weights[None, :]
 
 
+class BlendWindow(NamedTuple):
+    """One window's part of the blend: its weighted probabilities, weights and valid mask (all None when every
+    pixel is nodata), and its share of its model task's time."""
+
+    weighted: np.ndarray | None
+    weights: np.ndarray | None
+    valid: np.ndarray | None
+    seconds: StageSeconds
+
+
 def predict_blend_windows(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
-                          batch_size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-    """Per window of a run of tiles: (weighted probabilities, weights, valid), or None when all nodata."""
-    prepared = window_inputs(tiles, grid, scene, predictor_ref)
+                          batch_size: int) -> list[BlendWindow]:
+    """Per window of a run of tiles: its :class:`BlendWindow` (the model is not called on all-nodata windows)."""
+    clock = StageClock()
+    prepared = window_inputs(tiles, grid, scene, predictor_ref, clock)
     live = [n for n, (_, valid) in enumerate(prepared) if valid.any()]
-    results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(tiles)
+    parts: list[tuple[np.ndarray | None, ...]] = [(None, None, None)] * len(tiles)
     for n, probabilities in zip(live, batched_probabilities(predictor_ref, [prepared[n][0] for n in live],
-                                                                       batch_size)):
+                                                            batch_size, clock)):
         valid = prepared[n][1]
-        weights = blend_weights(tiles[n], grid) * valid
-        results[n] = (probabilities * weights[..., None], weights, valid)
-    return results
+        with clock.timing("write"):
+            weights = blend_weights(tiles[n], grid) * valid
+            parts[n] = (probabilities * weights[..., None], weights, valid)
+    share = clock.total().share(len(tiles))
+    return [BlendWindow(*part, seconds=share) for part in parts]
 
 
-def combine_blend(tile: Tile, neighbours: list[tuple[Tile, Any]], target: ZarrTarget) -> list[TileRecord]:
-    """Weighted mean over the windows covering ``tile``; writes it. ``neighbours`` includes the tile itself."""
+def combine_blend(tile: Tile, neighbours: list[tuple[Tile, BlendWindow]], target: ZarrTarget) -> list[TileRecord]:
+    """Weighted mean over the windows covering ``tile``; writes it. ``neighbours`` includes the tile itself; the
+    record carries the tile's own window's share of its model task's time, and this blend's as writing."""
+    clock = StageClock()
+    own = next(result for other, result in neighbours if other.index == tile.index)
+    with clock.timing("write"):
+        total, weight = _blended(tile, neighbours)
+        valid = None if own.valid is None else own.valid[tile.core.relative_to(tile.window).slices()]
+        computed = total is not None and valid is not None and bool(valid.any())
+        if computed:
+            target.write(tile.core, total / np.maximum(weight, 1e-12)[..., None], valid & (weight > 0))
+        target.mark_done(tile.index)
+    seconds = own.seconds + clock.total()
+    return [TileRecord(tile.index, computed, _area(tile.window) if computed else 0, _area(tile.core),
+                       seconds=seconds)]
+
+
+def _blended(tile: Tile, neighbours: list[tuple[Tile, BlendWindow]]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(sum of the weighted probabilities over ``tile``'s core (None: no window had any), sum of the weights)."""
     rows, cols = tile.core.shape
-    total, weight, valid = None, np.zeros((rows, cols), np.float32), None
+    total, weight = None, np.zeros((rows, cols), np.float32)
     for other, result in neighbours:
-        if result is None:
-            continue
-        weighted, weights, window_valid = result
         overlap = tile.core.intersection(other.window)
-        if overlap is None:
+        if result.weighted is None or result.weights is None or overlap is None:
             continue
         source = overlap.relative_to(other.window).slices()
         dest = overlap.relative_to(tile.core).slices()
         if total is None:
-            total = np.zeros((rows, cols, weighted.shape[-1]), np.float32)
-        total[dest] += weighted[source]
-        weight[dest] += weights[source]
-        if other.index == tile.index:
-            valid = window_valid[tile.core.relative_to(other.window).slices()]
-    if total is None or valid is None or not valid.any():
-        target.mark_done(tile.index)
-        return [TileRecord(tile.index, False, 0, _area(tile.core))]
-    probabilities = total / np.maximum(weight, 1e-12)[..., None]
-    target.write(tile.core, probabilities, valid & (weight > 0))
-    target.mark_done(tile.index)
-    return [TileRecord(tile.index, True, _area(tile.window), _area(tile.core))]
+            total = np.zeros((rows, cols, result.weighted.shape[-1]), np.float32)
+        total[dest] += result.weighted[source]
+        weight[dest] += result.weights[source]
+    return total, weight
 
 
 def _area(window: Window) -> int:

@@ -48,11 +48,14 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     since the last run keep their outputs (hard links), only the others are predicted, and
     ``out`` switches to the new version in one atomic step.
     """
+    from geoseg_batch.cluster import start_worker_fork_server
     from geoseg_batch.geo.plausibility import scene_checks
     from geoseg_batch.model.bundle import read_metadata
     from geoseg_batch.monitor import PeakMemory
 
     started = time.perf_counter()
+    if client is None and not (job.dry_run or job.incremental or job.wait):  # a cluster will be started
+        start_worker_fork_server(job.cluster)  # the workers' imports overlap the planning below
     out, cloud = output_location(job.out), CloudSettings.of(job.storage)
     metadata = read_metadata(job.model, cloud)  # a URL: before any cluster
     plans = plan_scenes(job, metadata)
@@ -211,6 +214,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     """Predict ``plans`` into the stage (skipping tiles recorded as done); the work's summary figures."""
     from geoseg_batch.cluster import worker_memory
     from geoseg_batch.infer.segment import run_graph
+    from geoseg_batch.infer.stages import stage_totals
     from geoseg_batch.monitor import TileProgress
     from geoseg_batch.watch import watched
 
@@ -238,7 +242,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
         "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
         "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
         "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
-        "phases": phases,
+        "phases": phases, "stage_seconds": stage_totals(r.seconds for r in records),
     })
     memory.sample()
     # Workers of an external cluster are not our children: their current memory is a lower bound.

@@ -79,3 +79,23 @@ def test_killed_worker_process_does_not_change_the_output(tmp_path):
     killed = xr.open_zarr(tmp_path / "killed" / "scene.zarr")
     np.testing.assert_array_equal(killed["probabilities"].values, clean["probabilities"].values)
     np.testing.assert_array_equal(killed["mask"].values, clean["mask"].values)
+
+
+@pytest.mark.cluster
+def test_workers_are_forked_from_the_server_started_before_the_cluster():
+    """start_worker_fork_server (predict calls it before planning) starts the fork server with the model's imports;
+    the embedded cluster started later forks its workers from that very server, TensorFlow already imported."""
+    import multiprocessing.forkserver
+    import sys
+
+    from geoseg_batch.cluster import MODEL_WORKER_IMPORTS, connect, start_worker_fork_server
+    from geoseg_batch.config import ClusterSpec
+
+    spec = ClusterSpec(workers=1)
+    assert start_worker_fork_server(spec)
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert server is not None
+    with connect(spec, MODEL_WORKER_IMPORTS) as client:
+        assert set(client.run(os.getppid).values()) == {server}
+        assert all(client.run(lambda: "keras" in sys.modules).values())
+    assert not start_worker_fork_server(ClusterSpec(scheduler="tcp://127.0.0.1:1"))  # nothing to fork for
