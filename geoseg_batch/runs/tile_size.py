@@ -3,10 +3,12 @@
 A tile is predicted on its window, the tile grown by the halo on every side (the model's
 receptive radius for ``exact`` stitching, the overlap for ``blend``, rounded up to the size
 multiple), so the model computes at most ((tile + 2 halo) / tile)^2 pixels per output pixel
-(:func:`worst_model_pixels`): exactly that on interior tiles, less on every real scene, whose
+(:func:`worst_model_pixels`): exactly that on interior tiles, less on a real scene, whose
 edge tiles have no halo beyond the scene (a scene of n tiles a side computes
-(size + 2 halo (n - 1)) / size per axis, and n - 1 < size / tile). The halo is the same
-whatever the tile, so larger tiles waste less; but a tile's task must fit a worker.
+(padded + 2 halo (n - 1)) / size per axis, n - 1 < size / tile), but for its padding to the
+size multiple (padded / size: at most 1.5 % more for scenes wider than 1024, the margin of
+:data:`TARGETS`). The halo is the same whatever the tile, so larger tiles waste less; but a
+tile's task must fit a worker.
 
 The auto tile (:func:`auto_tile`) is the smallest multiple of the size multiple, from
 :data:`MIN_TILE` up, whose worst case is at most the stitch mode's :data:`TARGETS` (a margin
