@@ -99,3 +99,20 @@ def test_exact_stitching_at_the_auto_tile_equals_a_whole_scene_pass(tmp_path):
     tiled = np.moveaxis(xr.open_zarr(tmp_path / "out" / "scene.zarr")["probabilities"].values, 0, -1)
     assert np.abs(tiled - whole_scene_pass(bundle, scene)).max() <= 1e-4
     assert xr.open_zarr(tmp_path / "out" / "scene.zarr")["mask"].encoding["chunks"][-2:] == (tile, tile)
+
+
+def test_the_auto_tile_is_made_for_the_workers_it_learns_of():
+    """An existing scheduler's workers are known only once connected: their budget remakes the grids (predict's
+    ``_existing_cluster``); before (no limit known) the tile is the uncapped auto tile. --tile stays as given."""
+    from geoseg_batch.runs.scenes import ScenePlan, gridded
+    from geoseg_batch.sizing import GiB, Budget
+
+    metadata = SimpleNamespace(receptive_radius=122, size_multiple=16, bands=14, binary=True,
+                               classes=("background", "landslide"), architecture={"depth": 4, "base_filters": 16})
+    plans = [ScenePlan("s.tif", "s", SimpleNamespace(shape=(8000, 8000)), None)]
+    auto = PredictJob(scenes=["s.tif"], model="m.keras", out="out")
+    unknown, small = (gridded(auto, metadata, plans, Budget(limit, 4 * GiB))[0].grid for limit in (None, GiB))
+    assert (unknown.tile, unknown.halo) == (smallest_tile(128, 16, TARGETS["exact"]), 128) == (1264, 128)
+    assert small.tile < unknown.tile and small.halo == 128
+    given = auto.model_copy(update={"tile": 768})
+    assert gridded(given, metadata, plans, Budget(GiB, 4 * GiB))[0].grid.tile == 768
