@@ -17,7 +17,7 @@ worker's task budget (:func:`geoseg_batch.sizing.predict_task_bytes`, the figure
 checks refuse by; no cap while the workers' memory limit is unknown: an existing scheduler
 before it is connected). For the benchmark's model (base 16, depth 4: receptive radius 122,
 size multiple 16) that is 1264 exact (halo 128; 1.42 model pixels per output pixel on
-8000 x 8000) and 1088 blend (overlap 64; 1.24), each task ~1.6 GiB.
+8000 x 8000; model tasks of 1.5 GiB) and 1088 blend (overlap 64; 1.24; 1.0 GiB).
 """
 
 from __future__ import annotations
