@@ -167,18 +167,20 @@ def stub_model_task(batch: list[Any], grid: Any, payload: bytes) -> list[Any]:
 
 
 def stub_graph(tasks: int, tile: int, lanes: int) -> list[Any]:
-    """``tasks`` delayed stub model tasks over a grid of blocks of 4 x 2 tiles, keyed and prioritized as
+    """``tasks`` delayed stub model tasks over a grid of blocks of tiles (4 x 2 of 512: predict's
+    :func:`~geoseg_batch.infer.segment.task_block` for ``tile``), keyed and prioritized as
     :func:`~geoseg_batch.infer.segment.segment_graph` does."""
     import math
 
     import dask
 
     from geoseg_batch.geo.grid import TileGrid
-    from geoseg_batch.infer.segment import TASK_BLOCK, task_blocks
+    from geoseg_batch.infer.segment import task_block, task_blocks
 
     block_rows = math.ceil(math.sqrt(tasks))
     block_cols = math.ceil(tasks / block_rows)
-    grid = TileGrid((block_rows * TASK_BLOCK[0] * tile, block_cols * TASK_BLOCK[1] * tile), tile, 128, 16)
+    rows_per, cols_per = task_block(1, tile)
+    grid = TileGrid((block_rows * rows_per * tile, block_cols * cols_per * tile), tile, 128, 16)
     blocks = task_blocks(grid.tiles(), 1, lanes)[:tasks]
     payload = bytes(2048)  # a real task's scene input, model ref and target pickle to ~2 kB
     graph = []

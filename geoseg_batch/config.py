@@ -335,7 +335,10 @@ class PredictJob(StoreOutputs):
     out: str = Field(description=OUT_HELP)
     stitch: StitchMode = Field("exact", description="exact: equals a whole-scene pass; blend: overlapping tiles "
                                                     "blended")
-    tile: int = Field(512, ge=8, description="tile size in pixels (a multiple of the model's 2**depth)")
+    tile: int | None = Field(None, ge=8, description="tile size in pixels, a multiple of the model's 2**depth "
+                             "(default: auto, chosen while planning from the model's receptive field and the workers' "
+                             "memory: the smallest tile from 512 up whose halo costs at most 1.45 model pixels per "
+                             "output pixel (exact) or 1.25 (blend), made smaller if its tasks would not fit a worker)")
     overlap: int | None = Field(None, ge=0, description="blend overlap (default: half the receptive radius)")
     batch_size: int = Field(1, ge=1, description="tiles per forward pass (same-shape windows are stacked)")
     bands: list[str | int] | None = Field(None, description="bands by name or 1-based number, in the model's order")

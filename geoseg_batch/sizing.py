@@ -194,58 +194,77 @@ def graph_bytes(tasks: int, shapes: list[tuple[int, int]]) -> int:
     return tasks * TASK_RECORD_BYTES + sum(rows + cols for rows, cols in shapes) * COORDINATE_BYTES
 
 
-def check_predict(job: Any, metadata: Any, shapes: list[tuple[int, int]], halo: int, budget: Budget) -> None:
-    """Raise ConfigError unless ``job`` (a PredictJob) with the bundle's ``metadata`` fits ``budget``: a model task
-    and a store chunk in a worker (when its limit is known), the tiles of ``shapes`` (the scenes) on the client."""
-    from geoseg_batch.infer.segment import TASK_BLOCK
+def predict_task_bytes(metadata: Any, tile: int, halo: int, batch: int, float_output: bool, polygons: bool) -> int:
+    """Peak bytes of predict's largest task over tiles of ``tile`` pixels grown by ``halo``, with the bundle's
+    ``metadata``: a model task (its block of tiles for that tile size, batches of ``batch`` windows) or a store
+    chunk task (``float_output`` probabilities, ``polygons``)."""
+    from geoseg_batch.infer.segment import task_block
 
-    multiple, bands = metadata.size_multiple, metadata.bands
     channels = 1 if metadata.binary else len(metadata.classes)
     base_filters = int(metadata.architecture.get("base_filters", 16))
+    return max(model_task_bytes(tile, halo, batch, metadata.bands, base_filters, channels, task_block(batch, tile)),
+               store_chunk_bytes(tile, channels, float_output, polygons))
 
-    def task(tile: int, batch: int) -> int:
-        return max(model_task_bytes(tile, halo, batch, bands, base_filters, channels, TASK_BLOCK),
-                   store_chunk_bytes(tile, channels, job.float_output, job.polygons))
+
+def check_predict(job: Any, metadata: Any, shapes: list[tuple[int, int]], halo: int, budget: Budget,
+                  tile: int | None = None) -> None:
+    """Raise ConfigError unless ``job`` (a PredictJob) with the bundle's ``metadata`` fits ``budget``: a model task
+    and a store chunk in a worker (when its limit is known), the tiles of ``shapes`` (the scenes) on the client.
+
+    ``tile``: the tile the run uses (default ``job.tile``; the auto tile when that is None: its grids' tile).
+    """
+    tile = job.tile if tile is None else tile
+    if tile is None:
+        raise ValueError("check_predict: no tile; give the run's tile (its grids' tile) when job.tile is auto")
+    multiple = metadata.size_multiple
+
+    def task(size: int, batch: int) -> int:
+        return predict_task_bytes(metadata, size, halo, batch, job.float_output, job.polygons)
 
     cap = budget.task_bytes
-    if cap is not None and task(job.tile, job.batch_size) > cap:
-        raise _predict_task_refusal(job, task, cap, budget, multiple)
-    tiles = sum(tiles_of(shape, job.tile) for shape in shapes)
+    if cap is not None and task(tile, job.batch_size) > cap:
+        raise _predict_task_refusal(job, tile, task, cap, budget, multiple)
+    tiles = sum(tiles_of(shape, tile) for shape in shapes)
     if tiles > budget.max_tasks or graph_bytes(tiles, shapes) > budget.client_bytes:
-        steps = _fewest_tiles(job, shapes, budget, multiple)
+        steps = _fewest_tiles(tile, shapes, budget, multiple)
         fix = (f"use --tile {steps * multiple} or more" if steps is not None
                and (cap is None or task(steps * multiple, job.batch_size) <= cap)
                else "split the scenes into several runs (no tile keeps both the client and a worker within bounds)")
         if job.resample:  # the scenes' grids are the bundle's resolution: that may be what made them this large
             fix += ", or drop --resample (the scenes resampled to the bundle's resolution are this large)"
-        raise refuse("tile (--tile)", job.tile, f"a run of {tiles} tiles", graph_bytes(tiles, shapes),
+        raise refuse("tile (--tile)", _shown_tile(job, tile), f"a run of {tiles} tiles", graph_bytes(tiles, shapes),
                      _client_available(budget), fix)
 
 
-def _predict_task_refusal(job: Any, task: Callable[[int, int], int], cap: int, budget: Budget,
+def _shown_tile(job: Any, tile: int) -> str:
+    """The tile as an error names it: ``512``, or ``1264 (auto)`` when the job left it to the planner."""
+    return f"{tile}" if job.tile is not None else f"{tile} (auto)"
+
+
+def _predict_task_refusal(job: Any, tile: int, task: Callable[[int, int], int], cap: int, budget: Budget,
                           multiple: int) -> ConfigError:
     """The error of a predict task too big for a worker: a smaller batch when batches of 1 fit, else a smaller tile."""
     available = f"a worker may use {gib(cap)} (half its {gib(budget.worker_limit or 0)} memory limit)"
-    what = f"a model task (tile {job.tile} + halo, batch {job.batch_size}, with the model's activations)"
-    if job.batch_size > 1 and task(job.tile, 1) <= cap:
-        batch = largest(lambda n: task(job.tile, n) <= cap, 1, job.batch_size)
-        return refuse("batch_size (--batch-size)", job.batch_size, what, task(job.tile, job.batch_size), available,
+    what = f"a model task (tile {tile} + halo, batch {job.batch_size}, with the model's activations)"
+    if job.batch_size > 1 and task(tile, 1) <= cap:
+        batch = largest(lambda n: task(tile, n) <= cap, 1, job.batch_size)
+        return refuse("batch_size (--batch-size)", job.batch_size, what, task(tile, job.batch_size), available,
                       f"use --batch-size {batch} or less")
-    steps = largest(lambda n: task(n * multiple, 1) <= cap, 1, max(job.tile // multiple, 1))
+    steps = largest(lambda n: task(n * multiple, 1) <= cap, 1, max(tile // multiple, 1))
     fix = ("no tile fits: give the workers more memory (cluster.memory_limit) or use fewer, larger workers"
            if steps is None else f"use --tile {steps * multiple} or less"
            + (" with --batch-size 1" if job.batch_size > 1 else ""))
-    return refuse("tile (--tile)", job.tile, what, task(job.tile, job.batch_size), available, fix)
+    return refuse("tile (--tile)", _shown_tile(job, tile), what, task(tile, job.batch_size), available, fix)
 
 
-def _fewest_tiles(job: Any, shapes: list[tuple[int, int]], budget: Budget, multiple: int) -> int | None:
+def _fewest_tiles(tile: int, shapes: list[tuple[int, int]], budget: Budget, multiple: int) -> int | None:
     """The smallest tile (in size multiples) whose tiles of ``shapes`` the client can hold; None when none."""
     def fits(steps: int) -> bool:
         count = sum(tiles_of(shape, steps * multiple) for shape in shapes)
         return count <= budget.max_tasks and graph_bytes(count, shapes) <= budget.client_bytes
 
     widest = max(max(shape) for shape in shapes)
-    return smallest(fits, max(job.tile // multiple, 1), widest // multiple + 1)
+    return smallest(fits, max(tile // multiple, 1), widest // multiple + 1)
 
 
 def _client_available(budget: Budget) -> str:

@@ -10,6 +10,7 @@ import pytest
 from geoseg_batch import sizing
 from geoseg_batch.config import ClusterSpec, MosaicJob, PredictJob
 from geoseg_batch.errors import ConfigError
+from geoseg_batch.runs.tile_size import auto_tile
 from geoseg_batch.sizing import (
     GiB, Budget, SourceSize, check_mosaic, check_predict, coarsest_fit, embedded_worker_limit, largest,
     model_task_bytes, mosaic_task_bytes, smallest, store_chunk_bytes, tiles_of, worker_limit_of,
@@ -22,7 +23,8 @@ BLOCK = (4, 2)
 
 
 def _predict(**options) -> PredictJob:
-    return PredictJob(scenes=["s.tif"], model="m.keras", out="out", **options)
+    """A predict job of tiles of 512 (the default before the auto tile: these tests' sizes are of that tile)."""
+    return PredictJob(scenes=["s.tif"], model="m.keras", out="out", **{"tile": 512, **options})
 
 
 def _fix(error: pytest.ExceptionInfo, flag: str) -> float:
@@ -42,6 +44,10 @@ def test_model_task_bytes_grow_with_batch_and_tile():
 
 def test_default_predict_fits_an_ordinary_worker():
     check_predict(_predict(), METADATA, [(10_000, 10_000)], 96, Budget(4 * GiB, 2 * GiB))
+    auto = PredictJob(scenes=["s.tif"], model="m.keras", out="out")  # tile: auto
+    tile = auto_tile(METADATA, auto.stitch, 96, 1, Budget(4 * GiB, 2 * GiB))
+    assert tile > 512
+    check_predict(auto, METADATA, [(10_000, 10_000)], 96, Budget(4 * GiB, 2 * GiB), tile)
 
 
 def test_tile_too_large_names_the_largest_tile_that_fits():

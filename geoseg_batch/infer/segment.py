@@ -1,6 +1,6 @@
 """Tiled inference over the tile grid with Dask: each tile -> predictor -> its zarr chunks.
 
-The graph has one model task per block of tiles (:data:`TASK_BLOCK`, 4 x 2). Each reads
+The graph has one model task per block of tiles (:func:`task_block`: 4 x 2 of 512, fewer larger ones). Each reads
 the union of its tiles' windows from the scene file in one windowed read, straight into the
 model's pixel-major layout (neighbouring windows share file blocks, decoded once; the file
 stays open on the worker, so blocks the previous task there decoded may still be cached),
@@ -41,6 +41,9 @@ from geoseg_batch.runtime import worker_address
 
 STITCH_MODES: tuple[str, ...] = get_args(StitchMode)
 TASK_BLOCK = (4, 2)  # tile rows x cols per model task, read as one window: each file block decoded ~1.5x, not 2.5x
+BLOCK_TILE = 512
+"""The tile size :data:`TASK_BLOCK` is for: larger tiles get fewer per task (:func:`task_block`), so a task's read
+window stays near TASK_BLOCK x BLOCK_TILE pixels; smaller tiles keep TASK_BLOCK."""
 
 
 @dataclass(frozen=True)
@@ -287,8 +290,8 @@ BLEND_PRIORITY = 2**40  # above every model task of any scene (those count down 
 
 
 def task_blocks(tiles: list[Tile], batch_size: int = 1, lanes: int = 1) -> list[list[Tile]]:
-    """``tiles`` grouped into blocks of :data:`TASK_BLOCK` tiles (wider for large batches), in the order
-    ``lanes`` workers taking them in turn should run them.
+    """``tiles`` grouped into blocks of :func:`task_block` tiles (for the grid's tile size, wider for large
+    batches), in the order ``lanes`` workers taking them in turn should run them.
 
     A block's windows are read as one: the larger and squarer the block, the fewer file
     blocks are decoded twice at its edges; the smaller, the better the load balance. Blocks
@@ -299,23 +302,37 @@ def task_blocks(tiles: list[Tile], batch_size: int = 1, lanes: int = 1) -> list[
     open files and this order cut decoding time by ~16 %; a fixed order on one worker saves
     ~30 %.
     """
-    block_rows, block_cols = task_block(batch_size)
+    block_rows, block_cols = task_block(batch_size, _tile_size(tiles))
     blocks: dict[tuple[int, int], list[Tile]] = {}
     for tile in tiles:
         blocks.setdefault((tile.index[0] // block_rows, tile.index[1] // block_cols), []).append(tile)
     return [blocks[key] for key in sorted(blocks, key=lambda key: (key[0] // lanes, key[1], key[0] % lanes))]
 
 
-def task_block(batch_size: int = 1) -> tuple[int, int]:
-    """(tile rows, tile cols) of one model task: :data:`TASK_BLOCK`, widened to hold ``batch_size`` windows."""
-    return TASK_BLOCK[0], max(TASK_BLOCK[1], -(-batch_size // TASK_BLOCK[0]))
+def _tile_size(tiles: list[Tile]) -> int:
+    """The grid's tile size as its tiles show it: their longest core side (a grid of one tile: its own size, where
+    the block does not matter)."""
+    return max((max(t.core.shape) for t in tiles), default=BLOCK_TILE)
+
+
+def task_block(batch_size: int = 1, tile: int = BLOCK_TILE) -> tuple[int, int]:
+    """(tile rows, tile cols) of one model task over tiles of ``tile`` pixels: :data:`TASK_BLOCK` up to
+    :data:`BLOCK_TILE`, beyond it as many tiles as cover about the same pixels (3 x 1 for tiles of 768, 2 x 1 for
+    1024 to 1365, 1 x 1 from 1366), widened to hold ``batch_size`` windows."""
+    rows, cols = (max(1, min(side, round(side * BLOCK_TILE / tile))) for side in TASK_BLOCK)
+    return rows, max(cols, -(-batch_size // rows))
 
 
 def model_task_count(grid: TileGrid, batch_size: int = 1) -> int:
     """Model tasks of a fresh run over ``grid`` (nothing done before): its blocks as :func:`task_blocks` cuts them,
     counted without listing the tiles."""
-    (block_rows, block_cols), (rows, cols) = task_block(batch_size), grid.grid_shape
+    (block_rows, block_cols), (rows, cols) = task_block(batch_size, _grid_tile(grid)), grid.grid_shape
     return -(-rows // block_rows) * -(-cols // block_cols)
+
+
+def _grid_tile(grid: TileGrid) -> int:
+    """The tile size :func:`task_blocks` sees in ``grid``'s tiles (the longest core side: :func:`_tile_size`)."""
+    return min(grid.tile, max(grid.shape))
 
 
 def _label(batch: list[Tile]) -> str:

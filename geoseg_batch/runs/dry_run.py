@@ -2,7 +2,8 @@
 
 A dry run reads the bundle's metadata (not its weights) and opens every scene's header (as a
 real run does before anything else), then counts, without listing a tile: the tiles of every
-scene's grid, the model tasks (blocks of :data:`~geoseg_batch.infer.segment.TASK_BLOCK` tiles),
+scene's grid (of the run's tile: ``--tile``, else the auto tile, :mod:`~geoseg_batch.runs.tile_size`), the model
+tasks (blocks of :func:`~geoseg_batch.infer.segment.task_block` tiles),
 the blending and product tasks, the client's graph and the bytes of one task against the
 workers' memory (:mod:`geoseg_batch.sizing`, the same figures the size checks refuse by), the
 pixels the model computes (tiles and halo) and an *estimated* time. It starts no cluster
@@ -100,18 +101,19 @@ def predict_plan(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
     blend_tasks = tiles if job.stitch == "blend" else 0
     product_tasks = (2 * len(plans) if job.cog else 0) + (tiles if job.polygons else 0)
     channels = 1 if metadata.binary else len(metadata.classes)
-    halo = grids[0].halo
-    block = task_block(job.batch_size)
+    halo, tile = grids[0].halo, grids[0].tile
+    block = task_block(job.batch_size, tile)
     largest = max(grids, key=lambda g: math.prod(g.shape))
     return {
         "scenes": len(plans), "megapixels": round(pixels / 1e6, 3), "largest_scene": list(largest.shape),
-        "stitch": job.stitch, "tile": job.tile, "halo": halo, "batch_size": job.batch_size,
+        "stitch": job.stitch, "tile": tile, "tile_auto": job.tile is None, "halo": halo,
+        "batch_size": job.batch_size,
         "tiles": tiles, "model_tasks": model_tasks, "tiles_per_model_task": list(block),
         "blend_tasks": blend_tasks, "product_tasks": product_tasks,
         "graph_tasks": model_tasks + blend_tasks + product_tasks,
-        "model_task_bytes": model_task_bytes(job.tile, halo, job.batch_size, metadata.bands,
+        "model_task_bytes": model_task_bytes(tile, halo, job.batch_size, metadata.bands,
                                              int(metadata.architecture.get("base_filters", 16)), channels, block),
-        "store_chunk_bytes": store_chunk_bytes(job.tile, channels, job.float_output, job.polygons),
+        "store_chunk_bytes": store_chunk_bytes(tile, channels, job.float_output, job.polygons),
         "worker_limit_bytes": budget.worker_limit, "task_may_use_bytes": budget.task_bytes,
         "graph_bytes": graph_bytes(tiles, [g.shape for g in grids]), "client_may_use_bytes": budget.client_bytes,
         "max_graph_tiles": budget.max_tasks,
@@ -162,7 +164,8 @@ def plan_lines(plan: dict[str, Any], out: Any) -> list[str]:
     return [
         f"dry run: nothing computed, nothing written to {out}",
         f"{_counted(plan['scenes'], 'scene')}, {plan['megapixels']:g} Mpx (largest {rows} x {cols}); "
-        f"{plan['stitch']} stitch, tile {plan['tile']}, halo {plan['halo']}: {plan['tiles']} tiles",
+        f"{plan['stitch']} stitch, tile {plan['tile']}{' (auto)' if plan.get('tile_auto') else ''}, "
+        f"halo {plan['halo']}: {plan['tiles']} tiles",
         f"tasks: {plan['model_tasks']} model tasks ({'x'.join(map(str, plan['tiles_per_model_task']))} tiles each), "
         f"{plan['blend_tasks']} blend, {plan['product_tasks']} product; graph {plan['graph_tasks']} tasks, "
         f"~{gib(plan['graph_bytes'])} of the {gib(plan['client_may_use_bytes'])} the client may use",

@@ -21,8 +21,8 @@ from geoseg_batch.io.urls import gdal_path, location, output_location
 from geoseg_batch.io.state import RunState
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
-    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, hashed_inputs, item_record, keyed, model_session, plan_scenes,
-    run_key, scene_keys,
+    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, gridded, hashed_inputs, item_record, keyed, model_session,
+    plan_scenes, run_key, scene_keys,
 )
 from geoseg_batch.stac.outputs import publish_predict_stac
 
@@ -58,7 +58,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
         start_worker_fork_server(job.cluster)  # the workers' imports overlap the planning below
     out, cloud = output_location(job.out), CloudSettings.of(job.storage)
     metadata = read_metadata(job.model, cloud)  # a URL: before any cluster
-    plans = plan_scenes(job, metadata)
+    plans = plan_scenes(job, metadata, client)
     if (done := _without_running(job, metadata, plans, client, out)) is not None:
         return done
     plausibility = scene_checks({p.stem: p.scene for p in plans}, metadata, job.strict)  # --strict: refuses here
@@ -66,7 +66,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     with translated_os_errors(out), contextlib.ExitStack() as running:
         lease = running.enter_context(output_lease(out, job.wait, job.wait_timeout_s, storage))  # before any work
         if client is None and job.cluster.scheduler:
-            client = _existing_cluster(job, metadata, plans, storage, running)
+            client, plans = _existing_cluster(job, metadata, plans, storage, running)
         model_checksum = checksums([job.model], cloud)  # first: names the model plugin
         model_digest = model_checksum[str(job.model)]
         sums, session = hashed_inputs(job, plans, model_digest, client, running, storage)
@@ -127,16 +127,20 @@ def _zarr_readers(plans: list[ScenePlan], zarr_format: int) -> dict[str, str]:
 
 
 def _existing_cluster(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], storage: Storage,
-                      running: contextlib.ExitStack) -> Any:
-    """A client on ``job.cluster.scheduler``, connected on ``running`` once ``out`` is known free: the workers'
-    memory limits are known only then, and the job's sizes are checked against them before anything is written."""
+                      running: contextlib.ExitStack) -> tuple[Any, list[ScenePlan]]:
+    """(a client on ``job.cluster.scheduler``, connected on ``running`` once ``out`` is known free; ``plans`` with
+    the grids of the auto tile for its workers, when the job leaves the tile to the planner): the workers' memory
+    limits are known only then, and the job's sizes are checked against them before anything is written."""
     from geoseg_batch.cluster import connect
+    from geoseg_batch.sizing import budget_for
 
     if not job.incremental:
         storage.require_free(output_location(job.out), job.overwrite)
     client = running.enter_context(connect(job.cluster))
+    if job.tile is None:
+        plans = gridded(job, metadata, plans, budget_for(job.cluster, client))
     check_sizes(job, metadata, plans, client)
-    return client
+    return client, plans
 
 
 def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
@@ -204,7 +208,8 @@ def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
     """The summary figures of predicting ``plans``, before any tile ran."""
     megapixels = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6
     return {"megapixels": round(megapixels, 3), "tiles_total": sum(math.prod(p.grid.grid_shape) for p in plans),
-            "tiles_computed": 0, "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch, "tile": job.tile,
+            "tiles_computed": 0, "tiles_skipped": 0, "tiles_resumed": 0, "stitch": job.stitch,
+            "tile": plans[0].grid.tile if plans else job.tile,
             "halo": plans[0].grid.halo if plans else None, "overlap_fraction": 0.0,
             "peak_worker_rss_bytes": 0, "peak_tree_rss_bytes": 0}
 
@@ -224,7 +229,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     megapixels, tiles_total = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6, figures["tiles_total"]
     graphs, resumed = _tile_graphs(job, metadata, plans, publication, session)
     log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(plans),
-             tiles_total, resumed, job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
+             tiles_total, resumed, job.stitch, plans[0].grid.tile, plans[0].grid.halo, session.client.dashboard_link)
     tiles_started = time.perf_counter()
     todo = tiles_total - resumed
     with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
@@ -274,7 +279,7 @@ def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePla
     lanes = model_lanes(session.client, session.gpu)
     cloud = CloudSettings.of(job.storage)
     for number, plan in enumerate(plans):
-        target = create_store(publication.stage / plan.store, plan.scene.geobox, job.tile, metadata.classes,
+        target = create_store(publication.stage / plan.store, plan.scene.geobox, plan.grid.tile, metadata.classes,
                               metadata.threshold, job.float_output, job.zarr_format,
                               done_dir=publication.records_dir(plan.stem), cloud=cloud)
         resumed += len(target.done_tiles())
@@ -292,7 +297,7 @@ def _write_products(job: PredictJob, plans: list[ScenePlan], stage: Any, client:
     from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE
 
     cloud = CloudSettings.of(job.storage)
-    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), job.tile, cloud,
+    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), p.grid.tile, cloud,
                           pure=False) for p in plans for variable in COG_VARIABLES] if job.cog else []
     regions = {p.stem: submit_regions(client, stage / p.store, MASK_NODATA,
                                       None if job.float_output else PROBABILITY_SCALE, cloud)

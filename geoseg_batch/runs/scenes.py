@@ -71,18 +71,20 @@ class ScenePlan:
         return {"scene": str(self.path), **{key: str(directory / name) for key, name in self.outputs().items()}}
 
 
-def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
+def plan_scenes(job: PredictJob, metadata: BundleMetadata, client: Any | None = None) -> list[ScenePlan]:
     """The job's scenes (files, then the Items its ``stac:`` search finds), opened and checked against the model
-    (``metadata``), with their tile grids; no key yet. [] only for an incremental run whose search found nothing.
+    (``metadata``), with their tile grids (:func:`gridded`: the auto tile for ``client``'s workers, else the
+    embedded cluster's); no key yet. [] only for an incremental run whose search found nothing.
 
     Raises ConfigError for a tile size that is not a multiple of the model's size multiple
     and for scenes sharing a file name (their outputs would collide); MissingInputError for a one-off run whose
     search matched no Items.
     """
-    from geoseg_batch.geo.grid import TileGrid, round_up
+    from geoseg_batch.geo.grid import round_up
+    from geoseg_batch.sizing import budget_for
 
     multiple = metadata.size_multiple
-    if job.tile % multiple:
+    if job.tile is not None and job.tile % multiple:
         raise ConfigError(
             f"tile size {job.tile} is not a multiple of the model's size multiple {multiple} (2**depth); "
             f"use --tile {round_up(job.tile, multiple)}"
@@ -91,8 +93,19 @@ def plan_scenes(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
     stems = [p.stem for p in plans]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"scenes share a file name ({stems}); outputs are named after it, rename one")
-    halo = halo_of(job, metadata)
-    return [dataclasses.replace(p, grid=TileGrid.for_model(p.scene.shape, job.tile, halo, multiple)) for p in plans]
+    return gridded(job, metadata, plans, budget_for(job.cluster, client))
+
+
+def gridded(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], budget: Any) -> list[ScenePlan]:
+    """``plans`` with their tile grids: tiles of ``job.tile``, else of the auto tile whose tasks fit ``budget``
+    (:func:`~geoseg_batch.runs.tile_size.job_tile`), grown by the job's halo (:func:`halo_of`, rounded up)."""
+    from geoseg_batch.geo.grid import TileGrid, round_up
+    from geoseg_batch.runs.tile_size import job_tile
+
+    multiple = metadata.size_multiple
+    halo = round_up(halo_of(job, metadata), multiple)
+    tile = job_tile(job, metadata, halo, budget)
+    return [dataclasses.replace(p, grid=TileGrid(p.scene.shape, tile, halo, multiple)) for p in plans]
 
 
 def _file_plans(job: PredictJob, metadata: BundleMetadata) -> list[ScenePlan]:
@@ -155,23 +168,34 @@ def check_sizes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
     The workers' memory limit is ``client``'s workers', else the embedded cluster's the job would start
     (an existing scheduler's is checked again once connected).
     """
+    from geoseg_batch.geo.grid import round_up
+    from geoseg_batch.runs.tile_size import job_tile
     from geoseg_batch.sizing import budget_for, check_predict
 
-    halo = plans[0].grid.halo if plans else halo_of(job, metadata)
-    check_predict(job, metadata, [p.grid.shape for p in plans], halo, budget_for(job.cluster, client))
+    budget = budget_for(job.cluster, client)
+    halo = plans[0].grid.halo if plans else round_up(halo_of(job, metadata), metadata.size_multiple)
+    tile = plans[0].grid.tile if plans else job_tile(job, metadata, halo, budget)
+    check_predict(job, metadata, [p.grid.shape for p in plans], halo, budget, tile)
 
 
 def keyed(plans: list[ScenePlan], job: PredictJob, model_checksum: dict[str, str],
           sums: dict[str, str]) -> list[ScenePlan]:
     """The plans with their content keys: the job's settings, the model's and the scene's checksums."""
-    settings = job_settings(job, scenes=[], scene_list=None, stac=None)
+    settings = content_settings(job, plans)
     return [dataclasses.replace(p, key=config_digest(settings, {**model_checksum, "scene": sums[str(p.path)]}))
             for p in plans]
 
 
 def run_key(plans: list[ScenePlan], job: PredictJob) -> str:
     """The key of the whole run (its staging directory's name): the settings and every scene's key."""
-    return config_digest(job_settings(job, scenes=[], scene_list=None, stac=None), scene_keys(plans))
+    return config_digest(content_settings(job, plans), scene_keys(plans))
+
+
+def content_settings(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
+    """The settings the keys of ``plans`` are made from: the job's, less its inputs, with the tile its grids use
+    (an auto tile depends on the workers' memory, which is not content: a job keys as with that ``--tile``)."""
+    tile = plans[0].grid.tile if plans and plans[0].grid is not None else job.tile
+    return job_settings(job, scenes=[], scene_list=None, stac=None, tile=tile)
 
 
 def item_record(plan: ScenePlan) -> dict[str, Any]:
