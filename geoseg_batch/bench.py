@@ -169,6 +169,11 @@ def _bench_train_workers(json_path: str | Path, chips: int, size: int, bands: in
     return figures
 
 
+RAW_TILE = 512
+"""The side of the pre-cut tiles ``raw`` runs the model on when no ``tile`` is given (predict's own default, the auto
+tile, depends on the stitch mode; the model's speed per pixel does not depend on the tile)."""
+
+
 def _predict_worker(args: dict[str, Any]) -> dict[str, Any]:
     """Runs inside a subprocess: the ``raw`` or ``naive`` way of predicting a scene."""
     import resource
@@ -255,13 +260,14 @@ def _bench_scene(path: Path, megapixels: float, bands: int, seed: int) -> Path:
     return path
 
 
-def _pipeline_run(scene: Path | str, bundle: Path, out: Path, tile: int, stitch: str, batch_size: int,
+def _pipeline_run(scene: Path | str, bundle: Path, out: Path, tile: int | None, stitch: str, batch_size: int,
                   workers: int | None, precision: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """``geoseg-batch predict`` of ``scene`` (a path or URL) in a subprocess (environment ``env``, default this
     one's): its speed (end to end; ``summary["mpx_per_s"]`` is the run's own), peak RSS and manifest summary."""
     command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", str(scene), "--model", str(bundle),
-               "--out", str(out), "--tile", str(tile), "--stitch", stitch, "--batch-size", str(batch_size),
-               "--precision", precision]
+               "--out", str(out), "--stitch", stitch, "--batch-size", str(batch_size), "--precision", precision]
+    if tile:  # else predict's own default, the auto tile
+        command += ["--tile", str(tile)]
     if workers:
         command += ["--workers", str(workers)]
     started = time.perf_counter()
@@ -275,7 +281,7 @@ def _pipeline_run(scene: Path | str, bundle: Path, out: Path, tile: int, stitch:
             "summary": summary}
 
 
-def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 512, stitch: str = "blend",
+def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int | None = None, stitch: str = "blend",
                   bands: int = 14, depth: int = 4, base_filters: int = 16, batch_size: int = 1,
                   workers: int | None = None, raw_tiles: int = 24, scaling: bool = False,
                   precision: str = "float32") -> dict[str, Any]:
@@ -284,7 +290,7 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 5
         root = Path(tmp)
         bundle = _bench_bundle(root / "model.keras", bands, depth, base_filters)
         scene = _bench_scene(root / "scene.tif", megapixels, bands, seed=5)
-        common = {"bundle": str(bundle), "scene": str(scene), "tile": tile, "batch_size": batch_size,
+        common = {"bundle": str(bundle), "scene": str(scene), "tile": tile or RAW_TILE, "batch_size": batch_size,
                   "raw_tiles": raw_tiles}
         raw = _in_subprocess("predict", {**common, "mode": "raw", "precision": precision})
         naive = _in_subprocess("predict", {**common, "mode": "naive", "out": str(root / "naive.tif")})
@@ -294,8 +300,8 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int = 5
         with rasterio.open(scene) as src:
             scene_mpx = src.width * src.height / 1e6
         figures: dict[str, Any] = {
-            "megapixels": round(scene_mpx, 3), "tile": tile, "stitch": stitch, "bands": bands, "depth": depth,
-            "base_filters": base_filters, "batch_size": batch_size, "precision": precision,
+            "megapixels": round(scene_mpx, 3), "tile": pipeline["summary"]["tile"], "stitch": stitch, "bands": bands,
+            "depth": depth, "base_filters": base_filters, "batch_size": batch_size, "precision": precision,
             "raw_mpx_per_s": raw["mpx_per_s"], "naive_mpx_per_s": naive["mpx_per_s"],
             "pipeline_mpx_per_s": pipeline["mpx_per_s"], "overlap_fraction": pipeline["overlap_fraction"],
             "naive_peak_rss_bytes": naive["peak_rss_bytes"], "pipeline_peak_rss_bytes": pipeline["peak_rss_bytes"],

@@ -22,14 +22,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from geoseg_batch.bench import _bench_bundle, _bench_scene, _in_subprocess, _pipeline_run
+from geoseg_batch.bench import RAW_TILE, _bench_bundle, _bench_scene, _in_subprocess, _pipeline_run
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.io.publish import write_json
 
 BACKENDS = ("tensorflow", "jax")
 
 
-def bench_backends(json_path: str | Path, backend: str = "jax", megapixels: float = 4.0, tile: int = 512,
+def bench_backends(json_path: str | Path, backend: str = "jax", megapixels: float = 4.0, tile: int | None = None,
                    stitch: str = "blend", bands: int = 14, depth: int = 4, base_filters: int = 16,
                    batch_size: int = 1, workers: int | None = None, precision: str = "float32", repeats: int = 3,
                    raw_tiles: int = 4) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def bench_backends(json_path: str | Path, backend: str = "jax", megapixels: floa
             os.environ.setdefault("KERAS_BACKEND", backend)
         bundle = _bench_bundle(root / "model.keras", bands, depth, base_filters)
         scene = _bench_scene(root / "scene.tif", megapixels, bands, seed=5)
-        raw_args = {"bundle": str(bundle), "scene": str(scene), "tile": tile, "batch_size": batch_size,
+        raw_args = {"bundle": str(bundle), "scene": str(scene), "tile": tile or RAW_TILE, "batch_size": batch_size,
                     "raw_tiles": raw_tiles, "mode": "raw", "precision": precision}
         runs, maps = [], {}
         for round_number in range(repeats):

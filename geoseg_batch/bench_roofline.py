@@ -16,7 +16,10 @@ The **roofline** of a run is the time it would take if the cores did nothing but
 over the pixels the model must compute, plus one decode of the scene's pixels at the decode ceiling:
 ``roofline_s = scene_px * model_px_per_output_px / raw + scene_px / decode``; its **efficiency** is
 ``roofline_s / wall_s`` (``tiles_efficiency``: over the tiles phase alone). Raw runs tiles of ``tile`` pixels a
-side; exact mode's model inputs are larger by the halo (speed per pixel nearly the same).
+side (:data:`RAW_TILE` unless ``tile`` is given; the pipeline's windows are larger, the speed per pixel the
+same: 0.90 / 0.93 / 0.91 Mpx/s at 512 / 1216 / 1520 pixels a side, medians of 3 side by side on one core pair).
+``tile`` None (the default) runs predict with its own default, the auto tile (:mod:`geoseg_batch.runs.tile_size`);
+each run's tile is in its figures.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from geoseg_batch.bench import _bench_bundle, _bench_scene, _pipeline_run, _predict_worker
+from geoseg_batch.bench import RAW_TILE, _bench_bundle, _bench_scene, _pipeline_run, _predict_worker
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.infer.stages import STAGES
 from geoseg_batch.io.publish import write_json
@@ -53,7 +56,7 @@ RUN_KEYS = ("whole_mpx_per_s", "end_to_end_mpx_per_s", "tiles_mpx_per_s", "setup
 thread-seconds per stage (:mod:`geoseg_batch.infer.stages`), summed over the workers."""
 
 
-def bench_roofline(json_path: str | Path, megapixels: float = 64.0, tile: int = 512, bands: int = 14,
+def bench_roofline(json_path: str | Path, megapixels: float = 64.0, tile: int | None = None, bands: int = 14,
                    depth: int = 4, base_filters: int = 16, batch_size: int = 1, workers: int | None = None,
                    precisions: tuple[str, ...] = ("float32",), stitches: tuple[str, ...] = STITCHES,
                    repeats: int = 3, raw_tiles: int = 8) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def _run_plan(precisions: tuple[str, ...], stitches: tuple[str, ...]) -> list[tu
                    for precision in precisions for stitch in stitches]
 
 
-def _round(root: Path, scene: Path, bundles: dict[str, Path], plan: list[tuple[str, str, str, str]], tile: int,
+def _round(root: Path, scene: Path, bundles: dict[str, Path], plan: list[tuple[str, str, str, str]], tile: int | None,
            batch_size: int, workers: int | None, threads: int, raw_tiles: int) -> dict[str, Any]:
     """One round: every predict run of ``plan`` (in its order) between two measurements of the decode ceiling and
     of the raw speed of every (model, precision); each run's roofline from the faster of the two (the machine's
@@ -157,11 +160,11 @@ def _decoded_pixels(share: tuple[Path, list[Any]]) -> int:
     return pixels
 
 
-def raw_speeds(scene: Path, bundles: dict[str, Path], pairs: list[tuple[str, str]], tile: int, batch_size: int,
+def raw_speeds(scene: Path, bundles: dict[str, Path], pairs: list[tuple[str, str]], tile: int | None, batch_size: int,
                raw_tiles: int) -> dict[str, float]:
     """{"<bundle key>_<precision>": raw Mpx/s of model input} of each (bundle key, precision) of ``pairs``,
     measured one after the other in one fresh process."""
-    jobs = [{"bundle": str(bundles[key]), "scene": str(scene), "tile": tile, "batch_size": batch_size,
+    jobs = [{"bundle": str(bundles[key]), "scene": str(scene), "tile": tile or RAW_TILE, "batch_size": batch_size,
              "raw_tiles": raw_tiles, "mode": "raw", "precision": precision} for key, precision in pairs]
     completed = subprocess.run([sys.executable, "-m", "geoseg_batch.bench_roofline", json.dumps(jobs)],
                                capture_output=True, text=True, check=False)
@@ -186,17 +189,17 @@ def run_figures(run: dict[str, Any], raw_mpx_per_s: float, decode_mpx_per_s: flo
             "tiles_efficiency": roofline_s / phases["tiles_s"],
             "whole_over_decode": summary["mpx_per_s"] / decode_mpx_per_s,
             "tiles_over_decode": tiles / decode_mpx_per_s, "peak_rss_bytes": run["peak_rss_bytes"],
-            **{f"{stage}_thread_s": summary["stage_seconds"][stage] for stage in STAGES}}
+            **{f"{stage}_thread_s": summary["stage_seconds"][stage] for stage in STAGES}, "tile": summary["tile"]}
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the rounds' ``runs`` of one kind."""
-    return {key: statistics.median(run[key] for run in runs) for key in RUN_KEYS}
+    return {"tile": runs[0]["tile"], **{key: statistics.median(run[key] for run in runs) for key in RUN_KEYS}}
 
 
 def roofline_table(figures: dict[str, Any]) -> list[list[str]]:
     """The README's rows (figure, value) of :func:`bench_roofline`'s figures."""
-    runs, tile = figures["runs"], figures["tile"]
+    runs = figures["runs"]
     stitches = figures["stitches"]
     modes = " / ".join(stitches)
     rows = [["GDAL decode ceiling: every block of the scene read once, "
@@ -211,19 +214,24 @@ def roofline_table(figures: dict[str, Any]) -> list[list[str]]:
                      f"{near['tiles_efficiency']:.2f})"])
     for precision in figures["precisions"]:
         real = [runs[f"{precision}_{stitch}"] for stitch in stitches]
-        rows.append([f"predict, real model (base {figures['base_filters']}, depth {figures['depth']}, tile {tile}), "
-                     f"{precision}, {modes}", " / ".join(f"{r['whole_mpx_per_s']:.2f}" for r in real) + " Mpx/s"
+        rows.append([f"predict, real model (base {figures['base_filters']}, depth {figures['depth']}, tile "
+                     f"{_tiles(real)}), {precision}, {modes}", " / ".join(f"{r['whole_mpx_per_s']:.2f}" for r in real) + " Mpx/s"
                      f" (raw {real[0]['raw_mpx_per_s']:.2f} Mpx/s of model input)"])
         rows.append([f"roofline efficiency, {precision}, {modes} (whole run; tiles phase)",
                      " / ".join(f"{r['efficiency']:.2f}" for r in real) + "; "
                      + " / ".join(f"{r['tiles_efficiency']:.2f}" for r in real)])
     real = [runs[f"{figures['precisions'][0]}_{stitch}"] for stitch in stitches]
-    rows.append([f"model pixels computed per output pixel, {modes} (tile {tile})",
+    rows.append([f"model pixels computed per output pixel, {modes} (tile {_tiles(real)})",
                  " / ".join(f"{r['model_px_per_output_px']:.2f}" for r in real)])
     for name in (f"{NEAR_FREE}_{stitches[0]}", *(f"{figures['precisions'][0]}_{stitch}" for stitch in stitches)):
         rows.append([f"tiles phase, share of the workers' thread time: {' / '.join(STAGES)}, {name}",
                      _stage_shares(runs[name])])
     return rows
+
+
+def _tiles(runs: list[dict[str, Any]]) -> str:
+    """The tiles of ``runs`` (one per stitch mode), "1264 / 1088"."""
+    return " / ".join(str(run["tile"]) for run in runs)
 
 
 def _stage_shares(run: dict[str, float]) -> str:

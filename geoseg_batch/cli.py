@@ -186,7 +186,7 @@ def _run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
 BENCH_TRAIN = (("--chips", int, 256), ("--size", int, 128), ("--bands", int, 14), ("--batch-size", int, 8),
                ("--base-filters", int, 16), ("--depth", int, 4))
-BENCH_PREDICT = (("--megapixels", float, 64.0), ("--tile", int, 512), ("--bands", int, 14), ("--depth", int, 4),
+BENCH_PREDICT = (("--megapixels", float, 64.0), ("--tile", int, None), ("--bands", int, 14), ("--depth", int, 4),
                  ("--base-filters", int, 16), ("--batch-size", int, 1))
 
 
