@@ -208,35 +208,35 @@ def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
 
 def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
                     session: ModelSession | None, memory: PeakMemory) -> dict[str, Any]:
-    """Predict ``plans`` into the stage (skipping tiles recorded as done); the work's summary figures."""
+    """Predict ``plans`` into the stage (skipping tiles recorded as done), each scene's products written as soon
+    as its tiles are done (:mod:`~geoseg_batch.runs.scene_flow`); the work's summary figures."""
     from geoseg_batch.cluster import worker_memory
-    from geoseg_batch.infer.segment import run_graph
     from geoseg_batch.monitor import TileProgress
+    from geoseg_batch.runs.scene_flow import flow_scenes
     from geoseg_batch.watch import watched
 
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
         return figures  # nothing new: no cluster, no model
     megapixels, tiles_total = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6, figures["tiles_total"]
-    graphs, resumed = _tile_graphs(job, metadata, plans, publication, session)
-    log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(plans),
-             tiles_total, resumed, job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
-    tiles_started = time.perf_counter()
-    todo = tiles_total - resumed
+    log.info("predict: %d scenes, %d tiles (%s stitch, tile %d, halo %d) on %s", len(plans), tiles_total,
+             job.stitch, job.tile, plans[0].grid.halo, session.client.dashboard_link)
+    done_before = sum(len(publication.storage.list(publication.records_dir(p.stem))) for p in plans)
+    todo = tiles_total - done_before
     with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
           TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress):
-        records = run_graph(graphs, session.client, progress)
-    cogs_started = time.perf_counter()
-    with watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)):
-        _write_products(job, plans, publication.stage, session.client)
-    phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
-              "cogs_s": round(time.perf_counter() - cogs_started, 3)}
-    log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
-    model_pixels = sum(r.model_pixels for r in records)
-    computed = [r for r in records if r.computed]
+        flow = flow_scenes(job, metadata, plans, publication, session, progress)
+    # With many scenes the phases overlap: tiles_s includes the products of scenes done before the last tile
+    # (and every store's creation); cogs_s is what is left after the last tile.
+    phases = {"setup_s": round(flow.started - session.started, 3), "tiles_s": round(flow.tiles_done - flow.started, 3),
+              "cogs_s": round(flow.products_done - flow.tiles_done, 3)}
+    log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s (%d tiles done before)", *phases.values(),
+             flow.resumed)
+    model_pixels = sum(r.model_pixels for r in flow.records)
+    computed = [r for r in flow.records if r.computed]
     figures.update({
-        "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
-        "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
+        "tiles_computed": len(computed), "tiles_skipped": len(flow.records) - len(computed),
+        "tiles_resumed": flow.resumed, "tiles_per_worker": dict(collections.Counter(r.worker for r in flow.records)),
         "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
         "phases": phases,
     })
@@ -256,44 +256,3 @@ def _saved(publication: Publication, plans: list[ScenePlan], total: int) -> Call
         return saved_tiles(done, total, publication.stage)
 
     return saved
-
-
-def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
-                 session: ModelSession) -> tuple[list[Any], int]:
-    """(model task graphs of every scene, tiles already recorded as done): each scene's store is created
-    (or found, when resuming) in the stage, its tiles recording their completion there."""
-    from geoseg_batch.cluster import model_lanes
-    from geoseg_batch.infer.segment import segment_graph
-    from geoseg_batch.io.zarr_store import create_store
-
-    graphs, resumed, tiles_before = [], 0, 0
-    lanes = model_lanes(session.client, session.gpu)
-    cloud = CloudSettings.of(job.storage)
-    for number, plan in enumerate(plans):
-        target = create_store(publication.stage / plan.store, plan.scene.geobox, job.tile, metadata.classes,
-                              metadata.threshold, job.float_output, job.zarr_format,
-                              done_dir=publication.records_dir(plan.stem), cloud=cloud)
-        resumed += len(target.done_tiles())
-        graphs.extend(segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
-                                    token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
-                                    priority=-tiles_before))
-        tiles_before += math.prod(plan.grid.grid_shape)  # a scene's model tasks queue after the previous scene's
-    return graphs, resumed
-
-
-def _write_products(job: PredictJob, plans: list[ScenePlan], stage: Any, client: Any) -> None:
-    """Write each scene's COGs and (``job.polygons``) polygons from its zarr store, on ``client``."""
-    from geoseg_batch.geo.polygons import store_polygons, submit_regions
-    from geoseg_batch.io.cog import write_cog
-    from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE
-
-    cloud = CloudSettings.of(job.storage)
-    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), job.tile, cloud,
-                          pure=False) for p in plans for variable in COG_VARIABLES] if job.cog else []
-    regions = {p.stem: submit_regions(client, stage / p.store, MASK_NODATA,
-                                      None if job.float_output else PROBABILITY_SCALE, cloud)
-               for p in plans if job.polygons}
-    polygon_files = {p.stem: stage / p.outputs()["polygons"] for p in plans if job.polygons}
-    for stem, chunks in regions.items():  # joined here while the COGs are written
-        store_polygons(client.gather(chunks), stage / f"{stem}.zarr", polygon_files[stem], stem, cloud)
-    client.gather(cogs)  # all scenes' COGs side by side
