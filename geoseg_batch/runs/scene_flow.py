@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.io.remote import CloudSettings
@@ -43,6 +43,7 @@ class SceneWork:
     plan: ScenePlan
     tiles: set[str] = field(default_factory=set)  # keys of its tile futures not done yet
     cogs: list[Any] = field(default_factory=list)  # its COG futures, once submitted
+    cogs_left: set[str] = field(default_factory=set)  # keys of those not done yet
     regions: list[Any] = field(default_factory=list)  # its polygon chunk futures, once submitted
     regions_left: set[str] = field(default_factory=set)  # keys of those not done yet
 
@@ -60,9 +61,11 @@ class FlowResult:
 
 
 def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
-                session: ModelSession, progress: TileProgress | None = None) -> FlowResult:
+                session: ModelSession, progress: TileProgress | None = None,
+                cogs_written: Callable[[SceneWork], None] | None = None) -> FlowResult:
     """Predict ``plans`` into the stage and write each scene's products as soon as its tiles are done (see the
-    module docstring); the :class:`FlowResult`. A failed task raises its error, a cancelled one CancelledError
+    module docstring), calling ``cogs_written`` with each scene whose COGs are written (the run report submits
+    its quicklooks then); the :class:`FlowResult`. A failed task raises its error, a cancelled one CancelledError
     (the other futures are left running: :func:`~geoseg_batch.watch.watched` cancels them)."""
     from distributed import as_completed
 
@@ -89,6 +92,10 @@ def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
                 progress.advance(len(result), sum(r.pixels for r in result) / 1e6)
             if not work.tiles:
                 flow.update(_submit_products(job, work, publication.stage, session.client, owner))
+        elif future.key in work.cogs_left:
+            work.cogs_left.discard(future.key)
+            if not work.cogs_left and cogs_written is not None:
+                cogs_written(work)
         elif future.key in work.regions_left:
             work.regions_left.discard(future.key)
             if not work.regions_left:
@@ -135,7 +142,7 @@ def _submit_products(job: PredictJob, work: SceneWork, stage: Any, client: Any,
     work.regions = submit_regions(client, stage / plan.store, MASK_NODATA,
                                   None if job.float_output else PROBABILITY_SCALE, cloud,
                                   priority=PRODUCT_PRIORITY) if job.polygons else []
-    work.regions_left = {f.key for f in work.regions}
+    work.cogs_left, work.regions_left = {f.key for f in work.cogs}, {f.key for f in work.regions}
     owner.update({f.key: work for f in [*work.cogs, *work.regions]})
     if job.polygons and not work.regions:  # a store without chunks (cannot happen for a scene of pixels)
         _write_polygons(work, stage, client, cloud)
