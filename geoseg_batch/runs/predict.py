@@ -83,8 +83,7 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
                        "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans},
                                                          {p.stem: item_record(p) for p in plans if p.item}))
-            _add_speed(summary, started, len(todo))
-            report.write(summary)
+            report.write(summary, lambda: _add_speed(summary, started, len(todo)))  # wall time: quicklooks drawn
             publish_predict_stac(job, metadata, plans, publication, model_checksum, summary)  # in this version
             outputs = [p.entry(publication.results) for p in plans]
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,

@@ -8,6 +8,7 @@ written at the end (:meth:`RunReport.write`), with the quicklooks of the scenes 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +51,10 @@ class RunReport:
         self.early[work.plan.stem] = _submitted(self.client, self._entry(work.plan),
                                                 self.publication.stage / REPORT, self.cloud, PRODUCT_PRIORITY)
 
-    def write(self, summary: dict[str, Any]) -> None:
+    def write(self, summary: dict[str, Any], drawn: Callable[[], None]) -> None:
         """Write the run report into the stage: its quicklooks (those not submitted yet, now: one task per image
-        on the client's workers, side by side; here without a client), and its page, whose published path goes
-        into ``summary``."""
+        on the client's workers, side by side; here without a client), then ``drawn()`` (the run's wall time ends
+        there: it adds it to ``summary``), then its page, whose published path goes into ``summary``."""
         from geoseg_batch.report import write_run_report
 
         publication = self.publication
@@ -65,6 +66,7 @@ class RunReport:
                 futures = [future for p in self.shown for future in self.early.get(p.stem)
                            or _submitted(self.client, self._entry(p), images_dir, self.cloud, 0)]
                 images = [image for images in self.client.gather(futures) for image in images]
+            drawn()
             summary["report"] = str(publication.published("report.html"))
             write_run_report(page, f"predict: {self.job.name}", summary, resolved(self.job), images)
 
