@@ -13,6 +13,7 @@ peak memory of that scene against the one scene, 4x its pixels (:func:`~geoseg_b
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import statistics
 import tempfile
@@ -76,6 +77,7 @@ def _inputs(root: Path, megapixels: float, scenes: int, bands: int, scaling: boo
                  for k in range(scenes)]}
     if scaling:
         inputs["quarter"] = _bench_scene(root / "quarter" / "scene.tif", megapixels / 4, bands, seed=6)
+    os.sync()  # the first run would otherwise read (and hash) while gigabytes of fresh scenes are written back
     return inputs
 
 
