@@ -260,13 +260,16 @@ def _bench_scene(path: Path, megapixels: float, bands: int, seed: int) -> Path:
     return path
 
 
-def _pipeline_run(scene: Path | str, bundle: Path, out: Path, tile: int | None, stitch: str, batch_size: int,
-                  workers: int | None, precision: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """``geoseg-batch predict`` of ``scene`` (a path or URL) in a subprocess (environment ``env``, default this
-    one's): its speed (end to end; ``summary["mpx_per_s"]`` is the run's own), peak RSS and manifest summary."""
-    command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", str(scene), "--model", str(bundle),
+def _pipeline_run(scene: Path | str | list[Path], bundle: Path, out: Path, tile: int | None, stitch: str,
+                  batch_size: int, workers: int | None, precision: str, env: dict[str, str] | None = None
+                  ) -> dict[str, Any]:
+    """``geoseg-batch predict`` of ``scene`` (a path or URL; a list: those scenes in one run) in a subprocess
+    (environment ``env``, default this one's; ``tile`` None: predict's own default, the auto tile): its speed (end to
+    end; ``summary["mpx_per_s"]`` is the run's own), peak RSS and manifest summary."""
+    scenes = [str(s) for s in scene] if isinstance(scene, list) else [str(scene)]
+    command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", *scenes, "--model", str(bundle),
                "--out", str(out), "--stitch", stitch, "--batch-size", str(batch_size), "--precision", precision]
-    if tile:  # else predict's own default, the auto tile
+    if tile:
         command += ["--tile", str(tile)]
     if workers:
         command += ["--workers", str(workers)]
@@ -314,13 +317,18 @@ def bench_predict(json_path: str | Path, megapixels: float = 64.0, tile: int | N
         if scaling:
             small = _pipeline_run(_bench_scene(root / "quarter.tif", megapixels / 4, bands, seed=6), bundle,
                                   root / "pipeline_quarter", tile, stitch, batch_size, workers, precision)
-            figures["scaling"] = {"megapixels_small": small["summary"]["megapixels"],
-                                  "peak_rss_small_bytes": small["peak_rss_bytes"],
-                                  "megapixels_large": figures["megapixels"],
-                                  "peak_rss_large_bytes": figures["pipeline_peak_rss_bytes"],
-                                  "growth": figures["pipeline_peak_rss_bytes"] / small["peak_rss_bytes"] - 1}
+            figures["scaling"] = memory_scaling(small, pipeline)
     write_json(json_path, figures)
     return figures
+
+
+def memory_scaling(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
+    """How the peak memory of a predict run grows with the scene: {"megapixels_small", "peak_rss_small_bytes",
+    "megapixels_large", "peak_rss_large_bytes", "growth"} of two :func:`_pipeline_run` results (peak RSS of the
+    run's process tree; ``growth``: large over small, less 1)."""
+    return {"megapixels_small": small["summary"]["megapixels"], "peak_rss_small_bytes": small["peak_rss_bytes"],
+            "megapixels_large": large["summary"]["megapixels"], "peak_rss_large_bytes": large["peak_rss_bytes"],
+            "growth": large["peak_rss_bytes"] / small["peak_rss_bytes"] - 1}
 
 
 if __name__ == "__main__":

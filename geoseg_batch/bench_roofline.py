@@ -215,7 +215,8 @@ def roofline_table(figures: dict[str, Any]) -> list[list[str]]:
     for precision in figures["precisions"]:
         real = [runs[f"{precision}_{stitch}"] for stitch in stitches]
         rows.append([f"predict, real model (base {figures['base_filters']}, depth {figures['depth']}, tile "
-                     f"{_tiles(real)}), {precision}, {modes}", " / ".join(f"{r['whole_mpx_per_s']:.2f}" for r in real) + " Mpx/s"
+                     f"{_tiles(real)}), {precision}, {modes}",
+                     " / ".join(f"{r['whole_mpx_per_s']:.2f}" for r in real) + " Mpx/s"
                      f" (raw {real[0]['raw_mpx_per_s']:.2f} Mpx/s of model input)"])
         rows.append([f"roofline efficiency, {precision}, {modes} (whole run; tiles phase)",
                      " / ".join(f"{r['efficiency']:.2f}" for r in real) + "; "

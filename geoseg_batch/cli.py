@@ -223,8 +223,11 @@ def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roofline", action="store_true",
                         help="instead: the decode ceiling, predict with a near-free model and with this one (exact "
                              "and blend; float32, and --precision bfloat16 too), and each run's roofline efficiency")
+    parser.add_argument("--scenes", type=int, metavar="N",
+                        help="instead: one scene of --megapixels against N scenes of megapixels/N each in one run "
+                             "(with --scaling also a quarter-size scene, for peak memory)")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="with --scene-url, --backend or --roofline: rounds of one run per side")
+                        help="with --scene-url, --backend, --roofline or --scenes: rounds of one run per side")
 
 
 def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -254,6 +257,9 @@ def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error(f"--scene {args.scene}: only with --scene-url loopback (the scene it uploads)")
     if args.roofline:
         _run_bench_roofline(args, parser)
+        return
+    if args.scenes is not None:
+        _run_bench_scenes(args, parser)
         return
     if args.backend:
         _run_bench_backend(args, parser)
@@ -316,6 +322,21 @@ def _run_bench_roofline(args: argparse.Namespace, parser: argparse.ArgumentParse
                              depth=args.depth, base_filters=args.base_filters, batch_size=args.batch_size,
                              workers=args.workers, precisions=precisions, repeats=args.repeats)
     print("\n".join(table_lines(figures["table"])))
+
+
+def _run_bench_scenes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`bench predict --scenes N`: prints the table of :func:`~geoseg_batch.bench_scenes.bench_scenes`."""
+    from geoseg_batch.bench_roofline import table_lines
+    from geoseg_batch.bench_scenes import bench_scenes, scenes_table
+
+    if args.scene_url or args.backend:
+        parser.error(f"--scenes {args.scenes} measures synthetic scenes on this backend; drop --scene-url and "
+                     "--backend")
+    figures = bench_scenes(json_path=args.json, megapixels=args.megapixels, scenes=args.scenes, tile=args.tile,
+                           stitch=args.stitch, bands=args.bands, depth=args.depth, base_filters=args.base_filters,
+                           batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+                           repeats=args.repeats, scaling=args.scaling)
+    print("\n".join(table_lines(scenes_table(figures))))
 
 
 def _info_parser(parser: argparse.ArgumentParser) -> None:

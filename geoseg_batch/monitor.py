@@ -29,7 +29,8 @@ import psutil
 
 R = TypeVar("R")
 
-__all__ = ["PeakMemory", "RunSummary", "TileProgress", "format_bytes", "format_duration", "track"]
+__all__ = ["PeakMemory", "RunSummary", "TileProgress", "checked_result", "format_bytes", "format_duration",
+           "track"]
 
 
 # --------------------------------------------------------------------------- formatting
@@ -219,18 +220,25 @@ def track(futures: Sequence[Any], progress: TileProgress | None = None,
         positions[future.key].append(i)
     results: list[Any] = [None] * len(futures)
     for future, result in as_completed(unique, with_results=True):
-        if future.status == "cancelled":  # e.g. the scheduler was lost: the result is the CancelledError
-            if isinstance(result, BaseException):
-                raise result
-            from distributed.client import FutureCancelledError
-
-            raise FutureCancelledError(future.key, reason="cancelled", msg=None)
+        checked_result(future, result)
         for i in positions[future.key]:
             results[i] = result
         if progress is not None:
             tiles, megapixels = pixels_of(result) if pixels_of is not None else (1, 0.0)
             progress.advance(tiles, megapixels)
     return results
+
+
+def checked_result(future: Any, result: Any) -> Any:
+    """``result`` of a completed Dask ``future`` (as :class:`distributed.as_completed` gives them); raises the
+    CancelledError of a cancelled one (e.g. the scheduler was lost: its result is that error)."""
+    if future.status == "cancelled":
+        if isinstance(result, BaseException):
+            raise result
+        from distributed.client import FutureCancelledError
+
+        raise FutureCancelledError(future.key, reason="cancelled", msg=None)
+    return result
 
 
 # --------------------------------------------------------------------------- run summary

