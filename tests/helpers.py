@@ -113,3 +113,18 @@ def stop_process_groups(processes: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def bench_usage_error(tmp_path: Path, capsys: Any, args: list[str]) -> str:
+    """The last stderr line of ``geoseg-batch bench predict --json B ARGS``, asserted to be an argparse usage error
+    (exit 2) that wrote no JSON."""
+    import pytest
+
+    from geoseg_batch.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "predict", "--json", str(tmp_path / "b.json"), *args])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2, line
+    assert not (tmp_path / "b.json").exists()
+    return line

@@ -8,10 +8,9 @@ import json
 import pytest
 
 from geoseg_batch.bench_roofline import RUN_KEYS, bench_roofline, decode_ceiling, table_lines
-from geoseg_batch.cli import main
 from geoseg_batch.errors import ConfigError
 
-from tests.helpers import write_scene
+from tests.helpers import bench_usage_error, write_scene
 
 
 def test_the_roofline_mode_gives_consistent_figures(tmp_path):
@@ -50,11 +49,8 @@ def test_the_decode_ceiling_reads_every_pixel_once(tmp_path):
     (["--roofline", "--scaling"], "drop --scene-url, --scaling"),
 ])
 def test_bad_roofline_arguments_are_one_line(tmp_path, capsys, args, needle):
-    with pytest.raises(SystemExit) as exc:  # argparse's usage errors
-        main(["bench", "predict", "--json", str(tmp_path / "b.json"), *args])
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert exc.value.code == 2 and needle in line, line
-    assert not (tmp_path / "b.json").exists()
+    line = bench_usage_error(tmp_path, capsys, args)  # argparse's usage errors
+    assert needle in line, line
 
 
 @pytest.mark.parametrize("options, needle", [

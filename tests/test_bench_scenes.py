@@ -9,8 +9,9 @@ import pytest
 
 from geoseg_batch.bench_roofline import table_lines
 from geoseg_batch.bench_scenes import RUN_KEYS, bench_scenes, scenes_table
-from geoseg_batch.cli import main
 from geoseg_batch.errors import ConfigError
+
+from tests.helpers import bench_usage_error
 
 
 def test_the_scenes_mode_compares_many_scenes_with_one_of_the_same_pixels(tmp_path):
@@ -41,11 +42,8 @@ def test_the_scenes_mode_compares_many_scenes_with_one_of_the_same_pixels(tmp_pa
     (["--scenes", "4", "--scene-url", "loopback"], "drop --scene-url and --backend"),
 ])
 def test_bad_scenes_arguments_are_one_line(tmp_path, capsys, args, needle):
-    with pytest.raises(SystemExit) as exc:  # argparse's usage errors
-        main(["bench", "predict", "--json", str(tmp_path / "b.json"), *args])
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert exc.value.code == 2 and needle in line, line
-    assert not (tmp_path / "b.json").exists()
+    line = bench_usage_error(tmp_path, capsys, args)  # argparse's usage errors
+    assert needle in line, line
 
 
 @pytest.mark.parametrize("options, needle", [({"scenes": 1}, "--scenes: got 1"), ({"repeats": 0}, "--repeats: got 0")])
