@@ -181,7 +181,7 @@ def stub_graph(tasks: int, tile: int, lanes: int) -> list[Any]:
     block_cols = math.ceil(tasks / block_rows)
     rows_per, cols_per = task_block(1, tile)
     grid = TileGrid((block_rows * rows_per * tile, block_cols * cols_per * tile), tile, 128, 16)
-    blocks = task_blocks(grid.tiles(), 1, lanes)[:tasks]
+    blocks = task_blocks(grid.tiles(), tile, 1, lanes)[:tasks]
     payload = bytes(2048)  # a real task's scene input, model ref and target pickle to ~2 kB
     graph = []
     for number, batch in enumerate(blocks):

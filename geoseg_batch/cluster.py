@@ -37,8 +37,10 @@ from geoseg_batch.runtime import available_cores
 
 log = logging.getLogger(__name__)
 
-MODEL_WORKER_IMPORTS = ("geoseg_batch.model.inference", "geoseg_batch.infer.predictor", "geoseg_batch.infer.segment")
-"""What workers that run models import (TensorFlow among it); for :func:`connect`'s ``worker_imports``."""
+MODEL_WORKER_IMPORTS = ("geoseg_batch.model.inference", "geoseg_batch.infer.predictor", "geoseg_batch.infer.segment",
+                        "geoseg_batch.io.cog", "rioxarray")
+"""What workers that run models import (TensorFlow among it), and what their COG tasks import (rioxarray: ~0.3 s,
+else paid by each worker's first COG, after the last tile); for :func:`connect`'s ``worker_imports``."""
 
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
 """The embedded cluster's dashboard: loopback only, on a free port (runs side by side never collide)."""

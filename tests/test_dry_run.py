@@ -88,7 +88,7 @@ def test_arithmetic_counts_equal_the_listed_tiles(shape, tile, halo, multiple):
     tiles = grid.tiles()
     assert grid.computed_pixels() == sum(t.window.shape[0] * t.window.shape[1] for t in tiles)
     for batch_size in (1, 8, 13):
-        assert model_task_count(grid, batch_size) == len(task_blocks(tiles, batch_size, lanes=2))
+        assert model_task_count(grid, batch_size) == len(task_blocks(tiles, grid.tile, batch_size, lanes=2))
 
 
 @pytest.mark.parametrize("model_type", ["unet", "attention_unet"])

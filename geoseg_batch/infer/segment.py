@@ -243,7 +243,7 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     tiles = [t for t in every_tile if t.index not in done]
     inputs = SceneInput.of(scene)
     needed = windows_needed(tiles, stitch)
-    batches = [kept for block in task_blocks(every_tile, batch_size, lanes)
+    batches = [kept for block in task_blocks(every_tile, grid.tile, batch_size, lanes)
                if (kept := [t for t in block if t.index in needed])]
 
     def model_task(batch: list[Tile]) -> Any:
@@ -289,8 +289,8 @@ def windows_needed(tiles: list[Tile], stitch: str) -> set[tuple[int, int]]:
 BLEND_PRIORITY = 2**40  # above every model task of any scene (those count down from 0)
 
 
-def task_blocks(tiles: list[Tile], batch_size: int = 1, lanes: int = 1) -> list[list[Tile]]:
-    """``tiles`` grouped into blocks of :func:`task_block` tiles (for the grid's tile size, wider for large
+def task_blocks(tiles: list[Tile], tile: int, batch_size: int = 1, lanes: int = 1) -> list[list[Tile]]:
+    """``tiles`` (of a grid of ``tile`` pixels) grouped into blocks of :func:`task_block` tiles (wider for large
     batches), in the order ``lanes`` workers taking them in turn should run them.
 
     A block's windows are read as one: the larger and squarer the block, the fewer file
@@ -302,17 +302,11 @@ def task_blocks(tiles: list[Tile], batch_size: int = 1, lanes: int = 1) -> list[
     open files and this order cut decoding time by ~16 %; a fixed order on one worker saves
     ~30 %.
     """
-    block_rows, block_cols = task_block(batch_size, _tile_size(tiles))
+    block_rows, block_cols = task_block(batch_size, tile)
     blocks: dict[tuple[int, int], list[Tile]] = {}
-    for tile in tiles:
-        blocks.setdefault((tile.index[0] // block_rows, tile.index[1] // block_cols), []).append(tile)
+    for each in tiles:
+        blocks.setdefault((each.index[0] // block_rows, each.index[1] // block_cols), []).append(each)
     return [blocks[key] for key in sorted(blocks, key=lambda key: (key[0] // lanes, key[1], key[0] % lanes))]
-
-
-def _tile_size(tiles: list[Tile]) -> int:
-    """The grid's tile size as its tiles show it: their longest core side (a grid of one tile: its own size, where
-    the block does not matter)."""
-    return max((max(t.core.shape) for t in tiles), default=BLOCK_TILE)
 
 
 def task_block(batch_size: int = 1, tile: int = BLOCK_TILE) -> tuple[int, int]:
@@ -326,13 +320,8 @@ def task_block(batch_size: int = 1, tile: int = BLOCK_TILE) -> tuple[int, int]:
 def model_task_count(grid: TileGrid, batch_size: int = 1) -> int:
     """Model tasks of a fresh run over ``grid`` (nothing done before): its blocks as :func:`task_blocks` cuts them,
     counted without listing the tiles."""
-    (block_rows, block_cols), (rows, cols) = task_block(batch_size, _grid_tile(grid)), grid.grid_shape
+    (block_rows, block_cols), (rows, cols) = task_block(batch_size, grid.tile), grid.grid_shape
     return -(-rows // block_rows) * -(-cols // block_cols)
-
-
-def _grid_tile(grid: TileGrid) -> int:
-    """The tile size :func:`task_blocks` sees in ``grid``'s tiles (the longest core side: :func:`_tile_size`)."""
-    return min(grid.tile, max(grid.shape))
 
 
 def _label(batch: list[Tile]) -> str:

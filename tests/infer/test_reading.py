@@ -23,14 +23,14 @@ def _block(batch) -> tuple[int, int]:
 def test_blocks_cover_every_tile_once_in_bands_of_lanes_column_by_column():
     grid = TileGrid(shape=(1000, 1500), tile=64, halo=16, multiple=16)  # 16 x 24 tiles
     for lanes in (1, 2, 3):
-        blocks = task_blocks(grid.tiles(), lanes=lanes)
+        blocks = task_blocks(grid.tiles(), grid.tile, lanes=lanes)
         indexes = [t.index for block in blocks for t in block]
         assert sorted(indexes) == sorted(t.index for t in grid.tiles())
         order = [_block(b) for b in blocks]
         assert order == sorted(order, key=lambda rc: (rc[0] // lanes, rc[1], rc[0] % lanes))
         assert all(len({_block([t]) for t in block}) == 1 for block in blocks)
     # two lanes: taking blocks in turn, each lane moves one block to the right at a time
-    two = [_block(b) for b in task_blocks(grid.tiles(), lanes=2)]
+    two = [_block(b) for b in task_blocks(grid.tiles(), grid.tile, lanes=2)]
     assert two[0::2][:6] == [(0, c) for c in range(6)] and two[1::2][:6] == [(1, c) for c in range(6)]
 
 

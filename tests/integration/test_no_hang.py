@@ -56,6 +56,15 @@ def _wait_for_tiles(out: Path, process: subprocess.Popen, count: int, within_s: 
     return _done(out)
 
 
+def _signal_state(pid: int) -> str:
+    """The SigBlk / SigIgn / SigCgt lines of a process's status (Linux), for a failure message."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as exc:
+        return f"unknown ({exc})"
+    return "; ".join(line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def _assert_same_store(a: Path, b: Path) -> None:
     with xr.open_zarr(a / "scene.zarr") as first, xr.open_zarr(b / "scene.zarr") as second:
         for variable in ("probabilities", "mask"):
@@ -213,12 +222,13 @@ def test_ctrl_c_says_how_many_tiles_are_saved_and_the_same_command_resumes_ident
                            start_new_session=True, env=ENV)
     try:
         _wait_for_tiles(out, run, 16)
+        signals = _signal_state(run.pid)  # said on failure: a client that blocks or ignores SIGINT runs to its end
         os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the client and its cluster's workers
         _, err = run.communicate(timeout=120)
     finally:
         _stop(run, signal.SIGKILL)
     line = _last_line(err)
-    assert run.returncode == 130, err
+    assert run.returncode == 130, f"{err}\nthe client's signal masks before Ctrl-C: {signals}"
     assert line.startswith("geoseg-batch: interrupted; ") and line.endswith("re-running the same command resumes")
     assert "Traceback" not in err, err  # the workers leave Ctrl-C to the client
     saved = int(line.split("interrupted; ")[1].split(" ")[0])
