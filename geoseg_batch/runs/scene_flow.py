@@ -46,6 +46,7 @@ class SceneWork:
     cogs_left: set[str] = field(default_factory=set)  # keys of those not done yet
     regions: list[Any] = field(default_factory=list)  # its polygon chunk futures, once submitted
     regions_left: set[str] = field(default_factory=set)  # keys of those not done yet
+    after_tiles: int = 0  # the Dask priority just below its model tasks (the next scene's first)
 
 
 @dataclass
@@ -62,10 +63,12 @@ class FlowResult:
 
 def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
                 session: ModelSession, progress: TileProgress | None = None,
-                cogs_written: Callable[[SceneWork], None] | None = None) -> FlowResult:
+                cogs_written: Callable[[SceneWork], None] | None = None,
+                tiles_submitted: Callable[[SceneWork], None] | None = None) -> FlowResult:
     """Predict ``plans`` into the stage and write each scene's products as soon as its tiles are done (see the
-    module docstring), calling ``cogs_written`` with each scene whose COGs are written (the run report submits
-    its quicklooks then); the :class:`FlowResult`. A failed task raises its error, a cancelled one CancelledError
+    module docstring), calling ``tiles_submitted`` with each scene whose tile graph is submitted and
+    ``cogs_written`` with each scene whose COGs are written (the run report submits its quicklooks then); the
+    :class:`FlowResult`. A failed task raises its error, a cancelled one CancelledError
     (the other futures are left running: :func:`~geoseg_batch.watch.watched` cancels them)."""
     from distributed import as_completed
 
@@ -78,6 +81,8 @@ def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
     for work, futures, done_before in submitted_tiles(job, metadata, plans, publication, session):
         resumed += done_before
         owner.update({f.key: work for f in futures})
+        if tiles_submitted is not None:
+            tiles_submitted(work)
         flow.update(futures if futures else _submit_products(job, work, publication.stage, session.client, owner))
     records: list[TileRecord] = []
     tiles_done = time.perf_counter()
@@ -124,7 +129,7 @@ def submitted_tiles(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
                               priority=-tiles_before)
         tiles_before += math.prod(plan.grid.grid_shape)
         futures = session.client.compute(graph, retries=2) if graph else []
-        yield SceneWork(plan, {f.key for f in futures}), futures, len(target.done_tiles())
+        yield SceneWork(plan, {f.key for f in futures}, after_tiles=-tiles_before), futures, len(target.done_tiles())
 
 
 def _submit_products(job: PredictJob, work: SceneWork, stage: Any, client: Any,

@@ -228,7 +228,9 @@ def test_ctrl_c_says_how_many_tiles_are_saved_and_the_same_command_resumes_ident
     finally:
         _stop(run, signal.SIGKILL)
     line = _last_line(err)
-    assert run.returncode == 130, f"{err}\nthe client's signal masks before Ctrl-C: {signals}"
+    assert run.returncode == 130, (f"{err}\nthe client's signal masks before Ctrl-C: {signals}; this test's: SIGINT "
+                                   f"handler {signal.getsignal(signal.SIGINT)}, blocked "
+                                   f"{signal.pthread_sigmask(signal.SIG_BLOCK, [])}")
     assert line.startswith("geoseg-batch: interrupted; ") and line.endswith("re-running the same command resumes")
     assert "Traceback" not in err, err  # the workers leave Ctrl-C to the client
     saved = int(line.split("interrupted; ")[1].split(" ")[0])
