@@ -52,6 +52,12 @@ def test_many_scenes_in_one_run_give_the_outputs_of_each_scene_run_alone(tmp_pat
     assert together.summary["scenes"] == 3 and together.summary["tiles_total"] == 20 + 4 + 15
     phases = together.summary["phases"]
     assert set(phases) == {"setup_s", "tiles_s", "cogs_s"} and min(phases.values()) >= 0
+    # the report shows each scene's input (its quicklook drawn with its tiles) and outputs, scene after scene
+    page = (tmp_path / "together" / "report.html").read_text()
+    shown = [(stem, kind) for stem in SHAPES for kind in ("scene", "probabilities", "mask")]
+    assert all((tmp_path / "together" / "report" / f"{stem}_{kind}.png").stat().st_size > 0 for stem, kind in shown)
+    captions = [page.index(f"{stem}: {kind} (") for stem, kind in shown]
+    assert captions == sorted(captions)
     for scene in scenes:
         alone = predict_scene(scene, bundle, tmp_path / f"alone_{scene.stem}", tile=64, polygons=True,
                               client=cluster_client)
