@@ -36,6 +36,7 @@ from geoseg_batch.geo.scene import Scene, normalize_in_place
 from geoseg_batch.infer.predictor import PredictorRef
 from geoseg_batch.infer.reading import SceneInput
 from geoseg_batch.infer.stages import StageClock, StageSeconds
+from geoseg_batch.infer.thumbnail import ThumbnailPiece, ThumbnailSpec, thumbnail_piece
 from geoseg_batch.io.zarr_store import ZarrTarget
 from geoseg_batch.runtime import worker_address
 
@@ -56,6 +57,7 @@ class TileRecord:
     pixels: int = 0  # output pixels of the tile
     worker: str = field(default_factory=worker_address)  # who wrote the tile
     seconds: StageSeconds = StageSeconds()  # the tile's share of its task's time, per stage
+    thumbnail: ThumbnailPiece | None = None  # its core's part of the scene's input quicklook, when asked
 
 
 def window_inputs(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
@@ -109,11 +111,13 @@ def batched_probabilities(predictor_ref: PredictorRef, windows: list[np.ndarray]
 
 
 def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
-                  target: ZarrTarget, batch_size: int) -> list[TileRecord]:
+                  target: ZarrTarget, batch_size: int, thumbnail: ThumbnailSpec | None = None) -> list[TileRecord]:
     """Predict a run of tiles' windows, crop the halos, write the tiles (all-nodata tiles skip the model); each
-    record carries its share of the task's stage times."""
+    record carries its share of the task's stage times (and, with ``thumbnail``, its thumbnail piece)."""
     clock, work, done = StageClock(), [], []
-    for tile, (inputs, valid) in zip(tiles, window_inputs(tiles, grid, scene, predictor_ref, clock)):
+    prepared = window_inputs(tiles, grid, scene, predictor_ref, clock)
+    pieces = {t.index: piece for t, piece in zip(tiles, _thumbnail_pieces(tiles, prepared, thumbnail))}
+    for tile, (inputs, valid) in zip(tiles, prepared):
         core = tile.core.relative_to(tile.window).slices()
         if valid[core].any():
             work.append((tile, inputs, core, valid[core]))
@@ -129,7 +133,7 @@ def predict_exact(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predicto
             target.mark_done(tile.index)
         done.append((tile.index, True, _area(tile.window), _area(tile.core)))
     share = clock.total().share(len(done))
-    return [TileRecord(*fields, seconds=share) for fields in done]
+    return [TileRecord(*fields, seconds=share, thumbnail=pieces.get(fields[0])) for fields in done]
 
 
 def blend_weights(tile: Tile, grid: TileGrid) -> np.ndarray:
@@ -161,11 +165,13 @@ class BlendWindow(NamedTuple):
     weights: np.ndarray | None
     valid: np.ndarray | None
     seconds: StageSeconds
+    thumbnail: ThumbnailPiece | None = None  # its tile's core's part of the input quicklook, when asked
 
 
 def predict_blend_windows(tiles: list[Tile], grid: TileGrid, scene: SceneInput, predictor_ref: PredictorRef,
-                          batch_size: int) -> list[BlendWindow]:
-    """Per window of a run of tiles: its :class:`BlendWindow` (the model is not called on all-nodata windows)."""
+                          batch_size: int, thumbnail: ThumbnailSpec | None = None) -> list[BlendWindow]:
+    """Per window of a run of tiles: its :class:`BlendWindow` (the model is not called on all-nodata windows;
+    with ``thumbnail``, each carries its tile's thumbnail piece)."""
     clock = StageClock()
     prepared = window_inputs(tiles, grid, scene, predictor_ref, clock)
     live = [n for n, (_, valid) in enumerate(prepared) if valid.any()]
@@ -177,7 +183,19 @@ def predict_blend_windows(tiles: list[Tile], grid: TileGrid, scene: SceneInput, 
             weights = blend_weights(tiles[n], grid) * valid
             parts[n] = (probabilities * weights[..., None], weights, valid)
     share = clock.total().share(len(tiles))
-    return [BlendWindow(*part, seconds=share) for part in parts]
+    pieces = _thumbnail_pieces(tiles, prepared, thumbnail)
+    return [BlendWindow(*part, seconds=share, thumbnail=piece) for part, piece in zip(parts, pieces)]
+
+
+def _thumbnail_pieces(tiles: list[Tile], prepared: list[tuple[np.ndarray, np.ndarray]],
+                      thumbnail: ThumbnailSpec | None) -> list[ThumbnailPiece | None]:
+    """Per tile: its core's thumbnail piece, from its window's model input and valid mask (None without
+    ``thumbnail``)."""
+    pieces: list[ThumbnailPiece | None] = []
+    for tile, (values, valid) in zip(tiles, prepared):
+        core = tile.core.relative_to(tile.window).slices()
+        pieces.append(None if thumbnail is None else thumbnail_piece(tile.core, values[core], valid[core], thumbnail))
+    return pieces
 
 
 def combine_blend(tile: Tile, neighbours: list[tuple[Tile, BlendWindow]], target: ZarrTarget) -> list[TileRecord]:
@@ -194,7 +212,7 @@ def combine_blend(tile: Tile, neighbours: list[tuple[Tile, BlendWindow]], target
         target.mark_done(tile.index)
     seconds = own.seconds + clock.total()
     return [TileRecord(tile.index, computed, _area(tile.window) if computed else 0, _area(tile.core),
-                       seconds=seconds)]
+                       seconds=seconds, thumbnail=own.thumbnail)]
 
 
 def _blended(tile: Tile, neighbours: list[tuple[Tile, BlendWindow]]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -220,7 +238,7 @@ def _area(window: Window) -> int:
 
 def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, target: ZarrTarget, stitch: str,
                   gpu: bool = False, token: str = "scene", batch_size: int = 1, lanes: int = 1,
-                  priority: int = 0) -> list[Any]:
+                  priority: int = 0, thumbnail: ThumbnailSpec | None = None) -> list[Any]:
     """Delayed objects, each returning a list of :class:`TileRecord` (tiles computed by this run).
 
     One model task per block of tiles (:func:`task_blocks`: read as one window, predicted in
@@ -232,7 +250,8 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
     Model tasks are prioritized in :func:`task_blocks` order for ``lanes`` worker threads,
     counting down from ``priority`` (so several scenes' graphs queue one after another);
     blending tasks outrank them all, so windows are blended and freed as soon as their
-    neighbours are done.
+    neighbours are done. With ``thumbnail``, each tile's record carries its piece of the scene's input quicklook
+    (:mod:`~geoseg_batch.infer.thumbnail`).
     """
     import dask
 
@@ -250,9 +269,9 @@ def segment_graph(scene: Scene, grid: TileGrid, predictor_ref: PredictorRef, tar
         key = f"predict-{token}-{_label(batch)}"
         if stitch == "exact":
             return dask.delayed(predict_exact, pure=True)(batch, grid, inputs, predictor_ref, target, batch_size,
-                                                          dask_key_name=key)
+                                                          thumbnail, dask_key_name=key)
         return dask.delayed(predict_blend_windows, pure=True, nout=len(batch))(
-            batch, grid, inputs, predictor_ref, batch_size, dask_key_name=key)
+            batch, grid, inputs, predictor_ref, batch_size, thumbnail, dask_key_name=key)
 
     predicted = []
     with dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext():

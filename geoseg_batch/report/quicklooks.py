@@ -47,7 +47,7 @@ def _raster(source: str | Path) -> Any:
     return source if str(source).startswith("<") else Path(source)
 
 
-def _raster_name(raster: Any) -> str:
+def raster_name(raster: Any) -> str:
     """How a quicklook names ``raster``: its file name ("VRT" for a VRT's XML text)."""
     return "VRT" if str(raster).startswith("<") else Path(raster).name
 
@@ -102,11 +102,16 @@ def _scene_quicklook(src: Any, shape: tuple[int, int], ax: Axes) -> str:
     unique = sorted(set(picked))
     bands = _read_decimated(src, [i + 1 for i in unique], shape, Resampling.average)
     stack = np.stack([bands[unique.index(i)] for i in picked], axis=-1)  # (rows, cols, 3) red, green, blue
+    return _rgb_drawn(stack, [names[i] for i in picked], ax)
+
+
+def _rgb_drawn(stack: np.ndarray, names: list[str], ax: Axes) -> str:
+    """The caption detail (bands shown, stretch) after drawing ``stack`` (rows, cols, 3: the bands ``names`` as red,
+    green, blue; NaN: nodata) as an RGB composite on ``ax``."""
     rgb = rgb_composite(stack, ("red", "green", "blue"))
     alpha = np.any(np.isfinite(stack), axis=-1).astype(np.float32)  # nodata in every band: transparent
     ax.imshow(np.concatenate([rgb, alpha[..., None]], axis=-1))
-    shown = ",".join(dict.fromkeys(names[i] for i in picked))
-    return f"RGB = {shown}, 2-98% stretch"
+    return f"RGB = {','.join(dict.fromkeys(names))}, 2-98% stretch"
 
 
 def _probabilities_quicklook(src: Any, shape: tuple[int, int], fig: Figure, ax: Axes) -> str:
@@ -164,8 +169,22 @@ def quicklook_figure(raster: Path, kind: QuicklookKind, max_side: int = 768) -> 
         else:
             detail = _mask_quicklook(src, shape, fig, ax)
         size = f"{src.width}x{src.height} px" + (f", shown at {shape[1]}x{shape[0]}" if shape != src.shape else "")
-    ax.set_title(f"{_raster_name(raster)}: {kind}\n{detail}\n{size}", fontsize=8)
+    ax.set_title(f"{raster_name(raster)}: {kind}\n{detail}\n{size}", fontsize=8)
     return fig
+
+
+def thumbnail_quicklook_png(stack: np.ndarray, names: list[str], full_shape: tuple[int, int], scene_name: str,
+                            out_png: Path) -> Path:
+    """The ``"scene"`` quicklook of :func:`quicklook_png` drawn from ``stack`` (rows, cols, 3), a scene of
+    ``full_shape`` whose bands ``names`` were averaged by its model tasks (:mod:`~geoseg_batch.infer.thumbnail`)
+    rather than read again; ``scene_name`` names the scene in its title. Returns ``out_png``."""
+    shape = stack.shape[:2]
+    fig, ax = _blank_quicklook(shape, side_panel=False)
+    detail = _rgb_drawn(stack, names, ax)
+    rows, cols = full_shape
+    size = f"{cols}x{rows} px" + (f", shown at {shape[1]}x{shape[0]}" if shape != tuple(full_shape) else "")
+    ax.set_title(f"{scene_name}: scene\n{detail}\n{size}", fontsize=8)
+    return save_png(fig, out_png)
 
 
 def quicklook_png(raster: Path, out_png: Path, kind: QuicklookKind, max_side: int = 768) -> Path:
@@ -209,7 +228,7 @@ def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: in
             continue
         if source:
             png = quicklook_png(_raster(source), out_dir / f"{stem}_{kind}.png", kind, max_side)  # type: ignore[arg-type]
-            made.append((f"{stem}: {kind} ({_raster_name(source)})", png))
+            made.append((f"{stem}: {kind} ({raster_name(source)})", png))
     return made
 
 

@@ -183,8 +183,7 @@ def _predict_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
     todo = tiles_total - done_before
     with (watched(session.client, job.cluster.no_worker_timeout_s, _saved(publication, plans, tiles_total)),
           TileProgress(todo, megapixels * todo / max(tiles_total, 1)) as progress):
-        flow = flow_scenes(job, metadata, plans, publication, session, progress, report.submit,
-                           report.submit_scene)
+        flow = flow_scenes(job, metadata, plans, publication, session, progress, report)
     # With many scenes the phases overlap: tiles_s includes the products of scenes done before the last tile
     # (and every store's creation); cogs_s is what is left after the last tile.
     phases = {"setup_s": round(flow.started - session.started, 3), "tiles_s": round(flow.tiles_done - flow.started, 3),

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from geoseg_batch.io.remote import CloudSettings
 from geoseg_batch.runs.scenes import COG_VARIABLES, ModelSession, ScenePlan
@@ -28,6 +28,7 @@ from geoseg_batch.runs.scenes import COG_VARIABLES, ModelSession, ScenePlan
 if TYPE_CHECKING:
     from geoseg_batch.config import PredictJob
     from geoseg_batch.infer.segment import TileRecord
+    from geoseg_batch.infer.thumbnail import ThumbnailPiece, ThumbnailSpec
     from geoseg_batch.io.publication import Publication
     from geoseg_batch.model.bundle import BundleMetadata
     from geoseg_batch.monitor import TileProgress
@@ -46,7 +47,21 @@ class SceneWork:
     cogs_left: set[str] = field(default_factory=set)  # keys of those not done yet
     regions: list[Any] = field(default_factory=list)  # its polygon chunk futures, once submitted
     regions_left: set[str] = field(default_factory=set)  # keys of those not done yet
-    after_tiles: int = 0  # the Dask priority just below its model tasks (the next scene's first)
+    done_before: int = 0  # its tiles recorded as done by an earlier attempt
+    pieces: list[ThumbnailPiece] = field(default_factory=list)  # its tiles' thumbnail pieces, when asked
+
+
+class SceneReport(Protocol):
+    """What :func:`flow_scenes` tells the run report (:class:`~geoseg_batch.runs.predict_report.RunReport`)."""
+
+    def thumbnail(self, plan: ScenePlan) -> ThumbnailSpec | None:
+        """The thumbnail the scene's model tasks should sum for its input quicklook, or None."""
+
+    def tiles_done(self, work: SceneWork) -> None:
+        """The scene's tiles are all done (its thumbnail pieces collected)."""
+
+    def cogs_written(self, work: SceneWork) -> None:
+        """The scene's COGs are written."""
 
 
 @dataclass
@@ -63,13 +78,11 @@ class FlowResult:
 
 def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
                 session: ModelSession, progress: TileProgress | None = None,
-                cogs_written: Callable[[SceneWork], None] | None = None,
-                tiles_submitted: Callable[[SceneWork], None] | None = None) -> FlowResult:
+                report: SceneReport | None = None) -> FlowResult:
     """Predict ``plans`` into the stage and write each scene's products as soon as its tiles are done (see the
-    module docstring), calling ``tiles_submitted`` with each scene whose tile graph is submitted and
-    ``cogs_written`` with each scene whose COGs are written (the run report submits its quicklooks then); the
-    :class:`FlowResult`. A failed task raises its error, a cancelled one CancelledError
-    (the other futures are left running: :func:`~geoseg_batch.watch.watched` cancels them)."""
+    module docstring), telling ``report`` when a scene's tiles are done and when its COGs are written (it submits
+    the scene's quicklooks then); the :class:`FlowResult`. A failed task raises its error, a cancelled one
+    CancelledError (the other futures are left running: :func:`~geoseg_batch.watch.watched` cancels them)."""
     from distributed import as_completed
 
     from geoseg_batch.monitor import checked_result
@@ -78,12 +91,12 @@ def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
     flow = as_completed(with_results=True)
     owner: dict[str, SceneWork] = {}
     resumed = 0
-    for work, futures, done_before in submitted_tiles(job, metadata, plans, publication, session):
-        resumed += done_before
+    for work, futures in submitted_tiles(job, metadata, plans, publication, session, report):
+        resumed += work.done_before
         owner.update({f.key: work for f in futures})
-        if tiles_submitted is not None:
-            tiles_submitted(work)
         flow.update(futures if futures else _submit_products(job, work, publication.stage, session.client, owner))
+        if not futures and report is not None:
+            report.tiles_done(work)
     records: list[TileRecord] = []
     tiles_done = time.perf_counter()
     for future, result in flow:
@@ -92,15 +105,18 @@ def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
         if future.key in work.tiles:
             work.tiles.discard(future.key)
             records.extend(result)
+            work.pieces.extend(r.thumbnail for r in result if r.thumbnail is not None)
             tiles_done = time.perf_counter()
             if progress is not None:
                 progress.advance(len(result), sum(r.pixels for r in result) / 1e6)
             if not work.tiles:
                 flow.update(_submit_products(job, work, publication.stage, session.client, owner))
+                if report is not None:
+                    report.tiles_done(work)
         elif future.key in work.cogs_left:
             work.cogs_left.discard(future.key)
-            if not work.cogs_left and cogs_written is not None:
-                cogs_written(work)
+            if not work.cogs_left and report is not None:
+                report.cogs_written(work)
         elif future.key in work.regions_left:
             work.regions_left.discard(future.key)
             if not work.regions_left:
@@ -109,10 +125,10 @@ def flow_scenes(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan
 
 
 def submitted_tiles(job: PredictJob, metadata: BundleMetadata, plans: list[ScenePlan], publication: Publication,
-                    session: ModelSession) -> Iterator[tuple[SceneWork, list[Any], int]]:
+                    session: ModelSession, report: SceneReport | None = None) -> Iterator[tuple[SceneWork, list[Any]]]:
     """Per scene, as soon as its store is created (or found, when resuming) in the stage and its tile graph
-    submitted: (its :class:`SceneWork`, its tile futures, its tiles recorded as done before). A scene's model
-    tasks queue after the previous scene's (priorities counting down)."""
+    submitted: (its :class:`SceneWork`, its tile futures). A scene's model tasks queue after the previous scene's
+    (priorities counting down); they sum the thumbnail ``report`` asks for."""
     from geoseg_batch.cluster import model_lanes
     from geoseg_batch.infer.segment import segment_graph
     from geoseg_batch.io.zarr_store import create_store
@@ -126,10 +142,10 @@ def submitted_tiles(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
                               done_dir=publication.records_dir(plan.stem), cloud=cloud)
         graph = segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
                               token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
-                              priority=-tiles_before)
+                              priority=-tiles_before, thumbnail=report.thumbnail(plan) if report else None)
         tiles_before += math.prod(plan.grid.grid_shape)
         futures = session.client.compute(graph, retries=2) if graph else []
-        yield SceneWork(plan, {f.key for f in futures}, after_tiles=-tiles_before), futures, len(target.done_tiles())
+        yield SceneWork(plan, {f.key for f in futures}, done_before=len(target.done_tiles())), futures
 
 
 def _submit_products(job: PredictJob, work: SceneWork, stage: Any, client: Any,
