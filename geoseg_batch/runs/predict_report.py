@@ -136,14 +136,12 @@ def _submitted(client: Any, entry: dict[str, Any], out_dir: Path, cloud: CloudSe
 
 
 def _descriptions(plan: ScenePlan) -> tuple[str | None, ...]:
-    """The band names of ``plan``'s scene file, as its quicklook reads them (none known: no names)."""
-    import rasterio
-
-    try:
-        with rasterio.open(plan.scene.dataset) as src:
-            return tuple(src.descriptions)
-    except rasterio.errors.RasterioIOError:  # the tiles read it: this cannot fail for long; fall back to numbers
-        return ()
+    """The band names of ``plan``'s scene file, as its quicklook reads them: the descriptions rioxarray put on the
+    scene's data when it opened it (``long_name``; none: no names). Nothing is read here, the scene may be remote."""
+    count = int(plan.scene.data.sizes["band"])
+    names = plan.scene.data.attrs.get("long_name")
+    names = (names,) if isinstance(names, str) else tuple(names or ())
+    return names if len(names) == count else (None,) * count
 
 
 def _thumbnail_quicklook(stack: Any, names: list[str], full_shape: tuple[int, int], scene_name: str, stem: str,
