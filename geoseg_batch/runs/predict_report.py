@@ -45,7 +45,6 @@ class RunReport:
         # folder, which workers elsewhere cannot see; the quicklooks are made here then.
         self.client = session.client if session and not publication.storage.in_place else None
         self.early: dict[str, dict[str, Any]] = {}  # stem: {kind: future} of the quicklooks submitted during the run
-        self.thumbnails: dict[str, ThumbnailSpec] = {}  # stem: the thumbnail its model tasks sum
 
     def thumbnail(self, plan: ScenePlan) -> ThumbnailSpec | None:
         """The thumbnail ``plan``'s model tasks should sum for its input quicklook: for a shown scene whose
@@ -54,10 +53,7 @@ class RunReport:
 
         if self.client is None or plan.stem not in self.shown_stems:
             return None
-        spec = thumbnail_spec(_descriptions(plan), plan.scene.band_indexes, plan.grid.shape)
-        if spec is not None:
-            self.thumbnails[plan.stem] = spec
-        return spec
+        return thumbnail_spec(_descriptions(plan), plan.scene.band_indexes, plan.grid.shape)
 
     def tiles_done(self, work: SceneWork) -> None:
         """Submit the quicklook of ``work``'s input scene (its tiles all done) when it is shown and workers draw it:
@@ -66,10 +62,11 @@ class RunReport:
         tasks of the near-free bench model; drawn from the thumbnail, 0.3-0.4 s."""
         from geoseg_batch.runs.scene_flow import PRODUCT_PRIORITY
 
-        plan, spec = work.plan, self.thumbnails.get(work.plan.stem)
+        plan = work.plan
         if self.client is None or plan.stem not in self.shown_stems:
             return
-        if spec is None or work.done_before:
+        spec = None if work.done_before else self.thumbnail(plan)
+        if spec is None:
             self._submit(work, ("scene",), PRODUCT_PRIORITY)
             return
         from geoseg_batch.infer.thumbnail import assembled

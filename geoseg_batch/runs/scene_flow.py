@@ -140,12 +140,14 @@ def submitted_tiles(job: PredictJob, metadata: BundleMetadata, plans: list[Scene
         target = create_store(publication.stage / plan.store, plan.scene.geobox, plan.grid.tile, metadata.classes,
                               metadata.threshold, job.float_output, job.zarr_format,
                               done_dir=publication.records_dir(plan.stem), cloud=cloud)
+        done_before = len(target.done_tiles())  # a resumed scene's input quicklook is read, not summed
         graph = segment_graph(plan.scene, plan.grid, session.ref, target, job.stitch, gpu=session.gpu,
                               token=f"{number}-{plan.stem}", batch_size=job.batch_size, lanes=lanes,
-                              priority=-tiles_before, thumbnail=report.thumbnail(plan) if report else None)
+                              priority=-tiles_before,
+                              thumbnail=report.thumbnail(plan) if report and not done_before else None)
         tiles_before += math.prod(plan.grid.grid_shape)
         futures = session.client.compute(graph, retries=2) if graph else []
-        yield SceneWork(plan, {f.key for f in futures}, done_before=len(target.done_tiles())), futures
+        yield SceneWork(plan, {f.key for f in futures}, done_before=done_before), futures
 
 
 def _submit_products(job: PredictJob, work: SceneWork, stage: Any, client: Any,
