@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from geoseg_batch import api, logs
-from geoseg_batch.config import (ClusterSpec, DemoJob, EvaluateJob, MosaicJob, Precision, PredictJob, Spec,
-                                 StitchMode, TrainJob)
+from geoseg_batch.config import ClusterSpec, DemoJob, EvaluateJob, MosaicJob, PredictJob, Spec, TrainJob
 from geoseg_batch.errors import GeosegError
+from geoseg_batch.bench_cli import BENCH_COMMANDS, print_result
 from geoseg_batch.options import add_options, given, job_options
 
 PROG = "geoseg-batch"
@@ -32,13 +31,6 @@ PROG = "geoseg-batch"
 def _cluster_target(parser: argparse.ArgumentParser) -> None:
     """--scheduler ADDR | --workers N, from the cluster spec, for the commands that are not job models."""
     add_options(parser, tuple(o for o in job_options(ClusterSpec) if o.name in ("scheduler", "workers")))
-
-
-def _print(payload: Any) -> None:
-    if isinstance(payload, (dict, list)):
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        print(payload)
 
 
 def _job_parser(model: type[Spec]) -> Callable[[argparse.ArgumentParser], None]:
@@ -78,7 +70,7 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     result = api.evaluate(**_given(EvaluateJob, args))
-    _print({k: round(v, 4) for k, v in result.summary.items()})
+    print_result({k: round(v, 4) for k, v in result.summary.items()})
     print(f"metrics: {result.outputs[0]['metrics']}")
 
 
@@ -160,11 +152,11 @@ def _path_parser(parser: argparse.ArgumentParser, cluster: bool = False) -> None
 
 
 def _run_shard_info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    _print(api.shard_info(args.path))
+    print_result(api.shard_info(args.path))
 
 
 def _run_shard_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    _print(api.shard_stats(args.path, scheduler=args.scheduler, workers=args.workers).to_dict())
+    print_result(api.shard_stats(args.path, scheduler=args.scheduler, workers=args.workers).to_dict())
 
 
 def _job_file_parser(parser: argparse.ArgumentParser, cluster: bool = False) -> None:
@@ -184,167 +176,12 @@ def _run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         print(f"manifest: {result.manifest}")
 
 
-BENCH_TRAIN = (("--chips", int, 256), ("--size", int, 128), ("--bands", int, 14), ("--batch-size", int, 8),
-               ("--base-filters", int, 16), ("--depth", int, 4))
-BENCH_PREDICT = (("--megapixels", float, 64.0), ("--tile", int, None), ("--bands", int, 14), ("--depth", int, 4),
-                 ("--base-filters", int, 16), ("--batch-size", int, 1))
-
-
-def _bench_train_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", required=True, metavar="FILE")
-    for name, kind, default in BENCH_TRAIN:
-        parser.add_argument(name, type=kind, default=default)
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scaling", action="store_true", help="also: peak RSS of one epoch over N vs 4N shards")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="instead: distributed training chips/s with 1 and N workers")
-    parser.add_argument("--from-s3", action="store_true",
-                        help="instead: chips/s from the same shards on a moto S3 server that the bench starts on "
-                             "127.0.0.1 and from the local disk, interleaved (needs moto[server], the test extra)")
-
-
-def _bench_predict_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", required=True, metavar="FILE")
-    for name, kind, default in BENCH_PREDICT:
-        parser.add_argument(name, type=kind, default=default)
-    parser.add_argument("--stitch", choices=get_args(StitchMode), default="blend")
-    parser.add_argument("--workers", type=int, help="pipeline LocalCluster size (default: one per core)")
-    parser.add_argument("--scaling", action="store_true", help="also run the pipeline on a quarter-size scene")
-    parser.add_argument("--precision", choices=get_args(Precision), default="float32",
-                        help="of raw and pipeline (naive stays float32)")
-    parser.add_argument("--scene-url", metavar="URL",
-                        help="instead: the pipeline on the scene at URL and on a local copy, interleaved; "
-                             "'loopback': a moto S3 server on 127.0.0.1 serves the bench's scene (or --scene)")
-    parser.add_argument("--scene", metavar="FILE", help="with --scene-url loopback: the scene to upload")
-    parser.add_argument("--backend", choices=("tensorflow", "jax"),
-                        help="instead: raw and pipeline under this Keras backend (KERAS_BACKEND of the runs and "
-                             "their workers) and under TensorFlow where installed, interleaved")
-    parser.add_argument("--roofline", action="store_true",
-                        help="instead: the decode ceiling, predict with a near-free model and with this one (exact "
-                             "and blend; float32, and --precision bfloat16 too), and each run's roofline efficiency")
-    parser.add_argument("--scenes", type=int, metavar="N",
-                        help="instead: one scene of --megapixels against N scenes of megapixels/N each in one run "
-                             "(with --scaling also a quarter-size scene, for peak memory)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="with --scene-url, --backend, --roofline or --scenes: rounds of one run per side")
-
-
-def _run_bench_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from geoseg_batch.bench import bench_train
-
-    if args.from_s3:
-        from geoseg_batch.bench_train_remote import bench_train_from_s3
-
-        if args.workers or args.scaling:
-            parser.error("--from-s3 measures one process; drop --workers and --scaling")
-        figures = bench_train_from_s3(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
-                                      batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
-                                      steps=args.steps, repeats=args.repeats)
-        _print({k: v for k, v in figures.items() if k != "runs"})
-        return
-    figures = bench_train(json_path=args.json, chips=args.chips, size=args.size, bands=args.bands,
-                          batch_size=args.batch_size, base_filters=args.base_filters, depth=args.depth,
-                          steps=args.steps, repeats=args.repeats, scaling=args.scaling, workers=args.workers)
-    _print({k: v for k, v in figures.items() if k not in ("runs", "pipeline_summary")})
-
-
-def _run_bench_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from geoseg_batch.bench import bench_predict
-    from geoseg_batch.bench_remote import bench_scene_url
-
-    if args.scene and not args.scene_url:
-        parser.error(f"--scene {args.scene}: only with --scene-url loopback (the scene it uploads)")
-    if args.roofline:
-        _run_bench_roofline(args, parser)
-        return
-    if args.scenes is not None:
-        _run_bench_scenes(args, parser)
-        return
-    if args.backend:
-        _run_bench_backend(args, parser)
-        return
-    if args.scene_url:
-        figures = bench_scene_url(json_path=args.json, scene_url=args.scene_url, scene=args.scene,
-                                  megapixels=args.megapixels, tile=args.tile, stitch=args.stitch, bands=args.bands,
-                                  depth=args.depth, base_filters=args.base_filters, batch_size=args.batch_size,
-                                  workers=args.workers, precision=args.precision, repeats=args.repeats)
-        _print({k: v for k, v in figures.items() if k != "runs"})
-        return
-    figures = bench_predict(json_path=args.json, megapixels=args.megapixels, tile=args.tile, stitch=args.stitch,
-                            bands=args.bands, depth=args.depth, base_filters=args.base_filters,
-                            batch_size=args.batch_size, workers=args.workers, scaling=args.scaling,
-                            precision=args.precision)
-    _print({k: v for k, v in figures.items() if k not in ("runs", "pipeline_summary")})
-
-
-def _run_bench_backend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """`bench predict --backend B`: prints the figures of :func:`~geoseg_batch.bench_backend.bench_backends`."""
-    from geoseg_batch.bench_backend import bench_backends
-
-    if args.scene_url or args.scaling:
-        parser.error(f"--backend {args.backend} measures one synthetic scene; drop --scene-url and --scaling")
-    figures = bench_backends(json_path=args.json, backend=args.backend, megapixels=args.megapixels, tile=args.tile,
-                             stitch=args.stitch, bands=args.bands, depth=args.depth, base_filters=args.base_filters,
-                             batch_size=args.batch_size, workers=args.workers, precision=args.precision,
-                             repeats=args.repeats)
-    _print({k: v for k, v in figures.items() if k != "runs"})
-
-
-def _bench_plan_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", required=True, metavar="FILE")
-    parser.add_argument("--side", type=int, default=100_000, help="rows and columns of the large scene's VRT")
-    parser.add_argument("--scenes", type=int, default=1000, help="scenes of the many-scenes dry run (0: none)")
-    parser.add_argument("--scene", metavar="FILE", help="the file the VRTs repeat (default: a synthetic 14-band one)")
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--stitch", choices=get_args(StitchMode), default="exact")
-    parser.add_argument("--tasks", type=int, default=0, metavar="N",
-                        help="also: the scheduler's cost per task of N predict-shaped no-op tasks on a LocalCluster")
-    parser.add_argument("--workers", type=int, default=2, help="of the dry runs' cluster and the scheduler bench")
-
-
-def _run_bench_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from geoseg_batch.bench_plan import bench_plan
-
-    _print(bench_plan(json_path=args.json, side=args.side, scenes=args.scenes, scene=args.scene, tile=args.tile,
-                      stitch=args.stitch, tasks=args.tasks, workers=args.workers))
-
-
-def _run_bench_roofline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """`bench predict --roofline`: prints the table of :func:`~geoseg_batch.bench_roofline.bench_roofline`."""
-    from geoseg_batch.bench_roofline import bench_roofline, table_lines
-
-    if args.scene_url or args.scaling or args.backend:
-        parser.error("--roofline measures one synthetic scene on this backend; drop --scene-url, --scaling and "
-                     "--backend")
-    precisions = ("float32", "bfloat16") if args.precision == "bfloat16" else ("float32",)
-    figures = bench_roofline(json_path=args.json, megapixels=args.megapixels, tile=args.tile, bands=args.bands,
-                             depth=args.depth, base_filters=args.base_filters, batch_size=args.batch_size,
-                             workers=args.workers, precisions=precisions, repeats=args.repeats)
-    print("\n".join(table_lines(figures["table"])))
-
-
-def _run_bench_scenes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """`bench predict --scenes N`: prints the table of :func:`~geoseg_batch.bench_scenes.bench_scenes`."""
-    from geoseg_batch.bench_roofline import table_lines
-    from geoseg_batch.bench_scenes import bench_scenes, scenes_table
-
-    if args.scene_url or args.backend:
-        parser.error(f"--scenes {args.scenes} measures synthetic scenes on this backend; drop --scene-url and "
-                     "--backend")
-    figures = bench_scenes(json_path=args.json, megapixels=args.megapixels, scenes=args.scenes, tile=args.tile,
-                           stitch=args.stitch, bands=args.bands, depth=args.depth, base_filters=args.base_filters,
-                           batch_size=args.batch_size, workers=args.workers, precision=args.precision,
-                           repeats=args.repeats, scaling=args.scaling)
-    print("\n".join(table_lines(scenes_table(figures))))
-
-
 def _info_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", metavar="ADDR", help="also check this scheduler answers")
 
 
 def _run_info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    _print(api.info(scheduler=args.scheduler))
+    print_result(api.info(scheduler=args.scheduler))
 
 
 Builder = Callable[[argparse.ArgumentParser], None]
@@ -369,12 +206,7 @@ COMMANDS: Commands = {
     "mosaic": ("many scenes' predictions onto one grid: zarr + COGs", _job_parser(MosaicJob), _run_mosaic),
     "validate": ("check a job file without touching a cluster", _job_file_parser, _run_validate),
     "submit": ("run any job file", functools.partial(_job_file_parser, cluster=True), _run_submit),
-    "bench": ("benchmarks that print figures", lambda parser: None, {
-        "train": ("chips/s and peak RSS: shards vs in-memory NumPy", _bench_train_parser, _run_bench_train),
-        "predict": ("Mpx/s and peak RSS: raw model vs naive vs pipeline", _bench_predict_parser, _run_bench_predict),
-        "plan": ("client RSS and time of dry runs of very large runs; scheduler cost per task",
-                 _bench_plan_parser, _run_bench_plan),
-    }),
+    "bench": ("benchmarks that print figures", lambda parser: None, BENCH_COMMANDS),
     "info": ("versions, devices, cluster reachability", _info_parser, _run_info),
 }
 SUBCOMMAND_DEST = {"shards": ("shards_command", "ACTION"), "bench": ("bench_command", "WHAT")}
