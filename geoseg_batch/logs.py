@@ -92,10 +92,13 @@ def cluster_log_level() -> int:
 
 
 def run_out(args: argparse.Namespace) -> Path | str | None:
-    """The output directory a parsed command line writes to, or None (info, validate, a job that fails to load).
+    """The output directory a parsed command line writes to, or None (info, validate, a job that fails to load, a
+    dry run: it writes nothing, not even a log file; library warnings go to stderr then).
 
     ``--out`` when given; for ``demo`` its default; for ``submit JOB`` / ``train JOB`` the job file's ``out``.
     """
+    if getattr(args, "dry_run", False):
+        return None
     out = getattr(args, "out", None)
     if out:
         return out if isinstance(out, str) and "://" in out else Path(out)
@@ -109,8 +112,10 @@ def run_out(args: argparse.Namespace) -> Path | str | None:
     from geoseg_batch.jobfile import load_job
 
     try:
-        out = load_job(job).out
-        return out if isinstance(out, str) and "://" in out else Path(out)
+        loaded = load_job(job)
+        if getattr(loaded, "dry_run", False):
+            return None
+        return loaded.out if isinstance(loaded.out, str) and "://" in loaded.out else Path(loaded.out)
     except Exception:  # the command itself reports a bad job file, in one line
         return None
 
