@@ -22,13 +22,14 @@ to show that memory does not grow with the dataset.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from geoseg_batch.io.publish import write_json
 
@@ -331,6 +332,15 @@ def memory_scaling(small: dict[str, Any], large: dict[str, Any]) -> dict[str, An
             "growth": large["peak_rss_bytes"] / small["peak_rss_bytes"] - 1}
 
 
+def worker_exit(figures: Any) -> NoReturn:
+    """Print a benchmark worker process's ``figures`` as its last stdout line and end the process at once; never
+    returns. The worker holds nothing to clean up, and the interpreter's own teardown of TensorFlow takes ~2 s
+    the bench would wait for (reading the worker's output to its end)."""
+    print(json.dumps(figures), flush=True)
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     workers = {"train": _worker, "predict": _predict_worker}
-    print(json.dumps(workers[sys.argv[1]](json.loads(sys.argv[2]))))
+    worker_exit(workers[sys.argv[1]](json.loads(sys.argv[2])))

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from geoseg_batch.bench import RAW_TILE, _bench_bundle, _bench_scene, _pipeline_run, _predict_worker
+from geoseg_batch.bench import RAW_TILE, _bench_bundle, _bench_scene, _pipeline_run, _predict_worker, worker_exit
 from geoseg_batch.errors import ConfigError
 from geoseg_batch.infer.stages import STAGES
 from geoseg_batch.io.publish import write_json
@@ -248,4 +248,4 @@ def table_lines(rows: list[list[str]]) -> list[str]:
 
 
 if __name__ == "__main__":  # the raw speeds of one round, in one process: a JSON list of _predict_worker arguments
-    print(json.dumps([_predict_worker(job) for job in json.loads(sys.argv[1])]))
+    worker_exit([_predict_worker(job) for job in json.loads(sys.argv[1])])

@@ -18,10 +18,14 @@ library lines to the run's log file (their stderr is that file), else at ERROR.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import importlib.util
 import ipaddress
 import logging
+import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -181,9 +185,29 @@ def _workers_forked_with(modules: tuple[str, ...]) -> Iterator[None]:
         yield
         return
     quiet_tensorflow_env()  # the server imports TF with this environment
+    _fork_server_ends_with_this_process()
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         get_mp_context().set_forkserver_preload(["distributed", *modules])  # after Dask's own (set once)
         yield
+
+
+@functools.cache
+def _fork_server_ends_with_this_process() -> None:
+    """Register (once per process) :func:`_end_fork_server` to run at this process's exit; returns None."""
+    atexit.register(_end_fork_server)
+
+
+def _end_fork_server() -> None:
+    """End the worker fork server, if one runs, at once (SIGTERM; returns None). Left alone, it notices this
+    process's exit and tears its TensorFlow down (~2 s) while holding this process's stdout and stderr open, so a
+    caller reading them to the end (``subprocess.run(capture_output=True)``, a shell pipe) waits for it too. It
+    holds no state: its children, the workers, are closed with their clusters."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # None: never started, or already stopped
+    if pid is not None:
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(pid, signal.SIGTERM)
 
 
 def start_worker_fork_server(spec: ClusterSpec, worker_imports: tuple[str, ...] = MODEL_WORKER_IMPORTS) -> bool:

@@ -15,7 +15,7 @@ from tests.helpers import bench_usage_error, write_scene
 
 def test_the_roofline_mode_gives_consistent_figures(tmp_path):
     path = tmp_path / "roofline.json"
-    figures = bench_roofline(path, megapixels=0.25, depth=1, base_filters=2, workers=1,  # predict's auto tile
+    figures = bench_roofline(path, megapixels=0.25, bands=3, depth=1, base_filters=2, workers=1,  # predict's auto tile
                              stitches=("exact",), repeats=1, raw_tiles=2)
     assert json.loads(path.read_text()) == figures
     assert figures["megapixels"] == 0.262 and figures["decode_threads"] == 1  # a 512 x 512 scene

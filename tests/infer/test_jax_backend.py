@@ -82,7 +82,8 @@ def test_predict_on_jax_workers_writes_tensorflow_s_probabilities(tiny_bundle, t
     from geoseg_batch.data.synthetic import scene_layout, write_scene
 
     scene = tmp_path / "scene.tif"
-    write_scene(scene, tmp_path / "truth.tif", scene_layout(3, 200, 136, 14), "EPSG:32633")
+    # 3 x 2 tiles of 64 in two window shapes (a shape is one XLA compilation per worker; 200 x 136 had twelve)
+    write_scene(scene, tmp_path / "truth.tif", scene_layout(3, 192, 128, 14), "EPSG:32633")
     here = predict_scene(scene, tiny_bundle, tmp_path / "tf", tile=64, float_output=True, cog=False, client=client)
     command = [sys.executable, "-m", "geoseg_batch.cli", "--quiet", "predict", str(scene), "--model", str(tiny_bundle),
                "--out", str(tmp_path / "jax"), "--tile", "64", "--float", "--no-cog", "--workers", "2"]
@@ -91,6 +92,6 @@ def test_predict_on_jax_workers_writes_tensorflow_s_probabilities(tiny_bundle, t
     manifest = json.loads((tmp_path / "jax" / "manifest.json").read_text())
     tf_store = xr.open_zarr(here.outputs[0]["zarr"])["probabilities"].values
     jax_store = xr.open_zarr(tmp_path / "jax" / manifest["outputs"][0]["zarr"])["probabilities"].values
-    assert tf_store.shape == jax_store.shape == (1, 200, 136)
+    assert tf_store.shape == jax_store.shape == (1, 192, 128)
     assert np.array_equal(np.isnan(jax_store), np.isnan(tf_store)) and np.isfinite(tf_store).mean() > 0.5  # nodata
     assert np.nanmax(np.abs(jax_store - tf_store)) <= FLOAT32_TOLERANCE
