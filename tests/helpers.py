@@ -18,6 +18,9 @@ import rasterio
 from rasterio.transform import from_origin
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_TRAIN = {"epochs": 2, "depth": 2, "base_filters": 4, "batch_size": 16, "seed": 0, "patience": 0}  # tiny_run's
+LEARN = {"depth": 3, "base_filters": 8, "batch_size": 16, "seed": 0}  # what the F1 tests train (learned_unet)
+LEARN_EPOCHS = 12
 
 
 @contextlib.contextmanager
