@@ -19,7 +19,8 @@ from geoseg_batch.training.fit import TrainState
 from tests.helpers import LEARN, LEARN_EPOCHS, local_client
 
 JOB = {"model": {"depth": LEARN["depth"], "base_filters": LEARN["base_filters"]},
-       "train": {"batch_size": LEARN["batch_size"], "seed": LEARN["seed"], "patience": 0}}  # as learned_unet trains
+       "train": {"batch_size": LEARN["batch_size"], "seed": LEARN["seed"], "learning_rate": LEARN["learning_rate"],
+                 "patience": 0}}  # as learned_unet trains
 
 
 def _job(data: Path, out: Path, epochs: int, **extra: object) -> object:

@@ -45,8 +45,8 @@ def test_unet_reaches_f1_090_on_held_out_split(learned_unet, learnable_shards, t
 
 @pytest.mark.slow
 def test_attention_unet_trains_end_to_end(learnable_shards, tmp_path):
-    result = train(data=learnable_shards, out=tmp_path / "att", epochs=12, patience=0, model_type="attention_unet",
-                   **LEARN)
+    result = train(data=learnable_shards, out=tmp_path / "att", epochs=LEARN_EPOCHS, patience=0,
+                   model_type="attention_unet", **LEARN)
     assert result.summary["test_metrics"]["f1"] >= 0.85, result.summary["test_metrics"]
     from geoseg_batch.model.bundle import read_metadata
 
