@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, TINY_TRAIN
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -40,13 +40,18 @@ def shards_dir(chips_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(shards_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A depth-2, 4-filter U-Net trained for 2 epochs on the shards."""
+def tiny_run(shards_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The JobResult of training a depth-2, 4-filter U-Net for 2 epochs on the shards (``TINY_TRAIN``), once per
+    session: the tiny bundle, and the local run the S3 training tests compare with."""
     from geoseg_batch import train
 
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    result = train(data=shards_dir, out=out, epochs=2, depth=2, base_filters=4, batch_size=16)
-    return Path(result.outputs[0]["bundle"])
+    return train(data=shards_dir, out=tmp_path_factory.mktemp("tiny") / "run", **TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run) -> Path:
+    """A depth-2, 4-filter U-Net trained for 2 epochs on the shards."""
+    return Path(tiny_run.outputs[0]["bundle"])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

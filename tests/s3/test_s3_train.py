@@ -23,9 +23,7 @@ from geoseg_batch.data.shards import chunk_block
 from geoseg_batch.jobfile import parse_job
 from geoseg_batch.runs import run_job
 
-from tests.helpers import local_client
-
-TINY = {"epochs": 2, "depth": 2, "base_filters": 4, "batch_size": 16, "seed": 0, "patience": 0}
+from tests.helpers import TINY_TRAIN, local_client
 
 
 def _upload(s3, shards: Path) -> tuple[str, str]:
@@ -43,10 +41,10 @@ def _weights(result) -> str:
     return weights_digest(load_bundle(result.outputs[0]["bundle"]).model)
 
 
-def test_training_from_s3_equals_training_from_local_shards(tmp_path, s3_env, shards_dir):
+def test_training_from_s3_equals_training_from_local_shards(tmp_path, s3_env, shards_dir, tiny_run):
     url, _ = _upload(s3_env, shards_dir)
-    local = train(data=shards_dir, out=tmp_path / "local", **TINY)
-    remote = train(data=url, out=tmp_path / "remote", **TINY)
+    local = tiny_run  # train(data=shards_dir, **TINY_TRAIN), shared with the tiny bundle
+    remote = train(data=url, out=tmp_path / "remote", **TINY_TRAIN)
     f1_local, f1_remote = local.summary["test_metrics"]["f1"], remote.summary["test_metrics"]["f1"]
     assert abs(f1_remote - f1_local) <= 0.01, (f1_local, f1_remote)
     assert remote.summary["test_metrics"] == local.summary["test_metrics"]  # deterministic: the very same run

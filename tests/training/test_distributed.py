@@ -16,14 +16,16 @@ from geoseg_batch.errors import RunError
 from geoseg_batch.runs import run_job
 from geoseg_batch.training.distributed import balanced_assignment, steps_per_epoch
 from geoseg_batch.training.fit import TrainState
-from tests.helpers import local_client
+from tests.helpers import LEARN, LEARN_EPOCHS, local_client
 
-LEARN = {"model": {"depth": 3, "base_filters": 8}, "train": {"batch_size": 16, "seed": 0, "patience": 0}}
+JOB = {"model": {"depth": LEARN["depth"], "base_filters": LEARN["base_filters"]},
+       "train": {"batch_size": LEARN["batch_size"], "seed": LEARN["seed"], "learning_rate": LEARN["learning_rate"],
+                 "patience": 0}}  # as learned_unet trains
 
 
 def _job(data: Path, out: Path, epochs: int, **extra: object) -> object:
-    payload = {"kind": "train", "out": str(out), "data": {"path": str(data)}, **LEARN, **extra}
-    payload["train"] = {**LEARN["train"], "epochs": epochs}
+    payload = {"kind": "train", "out": str(out), "data": {"path": str(data)}, **JOB, **extra}
+    payload["train"] = {**JOB["train"], "epochs": epochs}
     return parse_job(payload)
 
 
@@ -48,9 +50,11 @@ def two_workers():
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_two_workers_keep_identical_weights_and_match_single_process_f1(learnable_shards, tmp_path, two_workers):
-    single = run_job(_job(learnable_shards, tmp_path / "single", 20))
-    distributed = run_job(_job(learnable_shards, tmp_path / "two", 20), two_workers)
+def test_two_workers_keep_identical_weights_and_match_single_process_f1(learnable_shards, learned_unet, tmp_path,
+                                                                         two_workers):
+    single = learned_unet  # run_job(_job(learnable_shards, ..., LEARN_EPOCHS)) in one process, shared
+    distributed = run_job(_job(learnable_shards, tmp_path / "two", LEARN_EPOCHS), two_workers)
+    assert single.summary["epochs"] == distributed.summary["epochs"] == LEARN_EPOCHS
     ranks = distributed.summary["workers"]
     assert [r["rank"] for r in ranks] == [0, 1]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"] is not None
@@ -67,9 +71,9 @@ def test_two_workers_keep_identical_weights_and_match_single_process_f1(learnabl
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_killed_worker_fails_fast_and_a_rerun_resumes(learnable_shards, tmp_path, two_workers):
-    out, epochs = tmp_path / "run", 6
-    job = _job(learnable_shards, out, epochs, model={"depth": 2, "base_filters": 4})
+def test_killed_worker_fails_fast_and_a_rerun_resumes(shards_dir, tmp_path, two_workers):
+    out, epochs = tmp_path / "run", 6  # not about learning: the small shards (4 of 32x32 chips), a tiny model
+    job = _job(shards_dir, out, epochs, model={"depth": 2, "base_filters": 4})
     victim = sorted(two_workers.scheduler_info()["workers"])[1]  # rank 1
     pid = two_workers.run(os.getpid)[victim]
 

@@ -16,12 +16,13 @@ import pytest
 from geoseg_batch import evaluate, train
 from geoseg_batch.training.fit import TrainState
 
-LEARN = {"depth": 3, "base_filters": 8, "batch_size": 16, "seed": 0}
+from tests.helpers import LEARN, LEARN_EPOCHS
 
 
 @pytest.mark.slow
-def test_unet_reaches_f1_090_on_held_out_split(learnable_shards, tmp_path):
-    result = train(data=learnable_shards, out=tmp_path / "run", epochs=12, patience=0, **LEARN)
+def test_unet_reaches_f1_090_on_held_out_split(learned_unet, learnable_shards, tmp_path):
+    result = learned_unet  # train(data=learnable_shards, epochs=LEARN_EPOCHS, patience=0, **LEARN), shared
+    run = result.out
     bundle = result.outputs[0]["bundle"]
     assert result.summary["chips"]["test"] > 20
     scores = evaluate(model=bundle, data=learnable_shards, out=tmp_path / "eval", split="test")
@@ -34,18 +35,18 @@ def test_unet_reaches_f1_090_on_held_out_split(learnable_shards, tmp_path):
     assert abs(half.summary["f1"] - metrics["f1"]) <= 0.01, (half.summary, metrics)
     for name in ("confusion_matrix.png", "pr_curve.png", "pr_curve.csv", "samples.png", "manifest.json"):
         assert (tmp_path / "eval" / name).stat().st_size > 0, name
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["outputs"][0]["bundle"] == bundle
     assert {"outputs", "summary", "config", "versions", "checksums"} <= set(manifest)
-    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
-    assert [int(r["epoch"]) for r in history] == list(range(1, 13))
-    assert (tmp_path / "run" / "training_curves.png").exists()
+    history = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in history] == list(range(1, LEARN_EPOCHS + 1))
+    assert (run / "training_curves.png").exists()
 
 
 @pytest.mark.slow
 def test_attention_unet_trains_end_to_end(learnable_shards, tmp_path):
-    result = train(data=learnable_shards, out=tmp_path / "att", epochs=12, patience=0, model_type="attention_unet",
-                   **LEARN)
+    result = train(data=learnable_shards, out=tmp_path / "att", epochs=LEARN_EPOCHS, patience=0,
+                   model_type="attention_unet", **LEARN)
     assert result.summary["test_metrics"]["f1"] >= 0.85, result.summary["test_metrics"]
     from geoseg_batch.model.bundle import read_metadata
 
@@ -61,9 +62,9 @@ def _state(run: Path) -> TrainState | None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_at_next_epoch(learnable_shards, tmp_path):
-    run, epochs = tmp_path / "run", 8
+    run, epochs = tmp_path / "run", 8  # not about learning: a tiny model
     command = [sys.executable, "-m", "geoseg_batch.cli", "train", "--data", str(learnable_shards), "--out", str(run),
-               "--epochs", str(epochs), "--patience", "0", "--depth", "3", "--base-filters", "8",
+               "--epochs", str(epochs), "--patience", "0", "--depth", "2", "--base-filters", "4",
                "--batch-size", "16"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -78,7 +79,7 @@ def test_killed_run_resumes_at_next_epoch(learnable_shards, tmp_path):
     assert 2 <= killed_after < epochs
     assert not (run / "model.keras").exists()
 
-    result = train(data=learnable_shards, out=run, epochs=epochs, patience=0, depth=3, base_filters=8, batch_size=16)
+    result = train(data=learnable_shards, out=run, epochs=epochs, patience=0, depth=2, base_filters=4, batch_size=16)
     assert result.summary["resumed_from_epoch"] == killed_after
     assert result.summary["epochs"] == epochs
     history = list(csv.DictReader(open(run / "history.csv")))
