@@ -145,6 +145,8 @@ def run_logging(out: str | Path | None, verbose: bool = False, debug: bool = Fal
             stack.enter_context(_native_stderr_to(path))
         stack.enter_context(_our_logger(quiet))
         stack.enter_context(_library_logging(path, loud))
+        if not debug:
+            stack.enter_context(_chatty_loggers_quiet())
         previous = dict(_active)
         _active.update(file=path, loud=loud)
         stack.callback(_active.update, previous)
@@ -223,6 +225,26 @@ def _our_logger(quiet: bool) -> Iterator[logging.Logger]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+CHATTY_LOGGERS = ("botocore.credentials",)
+"""Library loggers held at WARNING during a run: botocore's says at INFO, on each ``rasterio.open`` while AWS keys
+are in the environment (rasterio then makes an AWS session, even for a local file), that it found them; that line
+alone would keep the log file of a run that stops at once, and of a dry run."""
+
+
+@contextlib.contextmanager
+def _chatty_loggers_quiet() -> Iterator[None]:
+    """While open, the loggers of :data:`CHATTY_LOGGERS` pass WARNING and above only; yields None."""
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -118,11 +118,30 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         s3 = S3Server(endpoint, access, secret, server)
         s3.client().create_bucket(Bucket=BUCKET)
         _require_auth(endpoint, 0)
+        _RUNNING.append(s3)
         try:
             yield s3
         finally:
+            _RUNNING.remove(s3)
             _require_auth(endpoint, float("inf"))
             server.stop()
+
+
+_RUNNING: list[S3Server] = []  # the session's server, once started
+
+
+@pytest.fixture()
+def other_moto_servers_take_any_key() -> Iterator[None]:
+    """For a test whose code starts its own moto server in this process (the bench's loopback, with fake keys):
+    moto's authentication state is the process's, so while the session's server checks signatures every moto
+    server here does. Turned off for the test, back on after; nothing to do before the session's server starts."""
+    for s3 in _RUNNING:
+        _require_auth(s3.endpoint, float("inf"))
+    try:
+        yield
+    finally:
+        for s3 in _RUNNING:
+            _require_auth(s3.endpoint, 0)
 
 
 @pytest.fixture()

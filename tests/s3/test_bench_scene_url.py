@@ -36,7 +36,8 @@ def _assert_side_by_side(figures: dict) -> None:
 
 
 @pytest.mark.skipif(bool(MISSING), reason=MISSING or "")
-def test_loopback_uploads_the_scene_and_reads_it_back(tmp_path, capsys, monkeypatch):
+def test_loopback_uploads_the_scene_and_reads_it_back(tmp_path, capsys, monkeypatch,
+                                                     other_moto_servers_take_any_key):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-users-own-secret")  # the loopback side must not see it
     scene = write_scene(tmp_path / "tiny.tif", (160, 192), bands=3)
     figures = _figures(capsys, tmp_path / "bench.json", "--scene-url", "loopback", "--scene", str(scene))
