@@ -21,8 +21,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(BIN)/geoseg-batch demo --out demo_out
 
+# Test files run on TEST_WORKERS pytest-xdist processes, each file whole in one (its module fixtures built once);
+# each process sets TensorFlow's pools to 2 threads (tests/conftest.py). On 2 cores the suite takes ~16 min so,
+# against ~25 min in one process: most tests wait on the processes they start (clusters, CLI runs, training ranks).
+TEST_WORKERS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
