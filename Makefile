@@ -22,8 +22,9 @@ demo: venv
 	$(BIN)/geoseg-batch demo --out demo_out
 
 # Test files run on TEST_WORKERS pytest-xdist processes, each file whole in one (its module fixtures built once);
-# each process sets TensorFlow's pools to 2 threads (tests/conftest.py). On 2 cores the suite takes ~16 min so,
-# against ~25 min in one process: most tests wait on the processes they start (clusters, CLI runs, training ranks).
+# each process sets TensorFlow's pools to 2 threads (tests/conftest.py). On 2 cores the suite took 17 min so, against
+# 24 min in one process (same commit, one after the other): in one, most tests wait on the processes they start
+# (clusters, CLI runs, training ranks) and the cores are ~0.8 busy.
 TEST_WORKERS ?= 2
 
 test: venv
