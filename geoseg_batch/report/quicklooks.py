@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from geoseg_batch.errors import DataError, InputError, MissingInputError
+from geoseg_batch.infer.thumbnail import QUICKLOOK_SIDE
 from geoseg_batch.report.canvas import DPI, class_colours, class_legend_handles, new_figure, save_png
 from geoseg_batch.report.checks import require_positive_int
 from geoseg_batch.report.rgb import rgb_band_indices, rgb_composite
@@ -153,7 +154,7 @@ def _mask_quicklook(src: Any, shape: tuple[int, int], fig: Figure, ax: Axes) -> 
     return f"{num_classes} classes"
 
 
-def quicklook_figure(raster: Path, kind: QuicklookKind, max_side: int = 768) -> Figure:
+def quicklook_figure(raster: Path, kind: QuicklookKind, max_side: int = QUICKLOOK_SIDE) -> Figure:
     """The quicklook of :func:`quicklook_png`, as a Figure (nothing written)."""
     raster = _raster(raster)
     if kind not in _QUICKLOOK_KINDS:
@@ -168,9 +169,17 @@ def quicklook_figure(raster: Path, kind: QuicklookKind, max_side: int = 768) -> 
             detail = _probabilities_quicklook(src, shape, fig, ax)
         else:
             detail = _mask_quicklook(src, shape, fig, ax)
-        size = f"{src.width}x{src.height} px" + (f", shown at {shape[1]}x{shape[0]}" if shape != src.shape else "")
-    ax.set_title(f"{raster_name(raster)}: {kind}\n{detail}\n{size}", fontsize=8)
+        full_shape = src.shape
+    _title(ax, raster_name(raster), kind, detail, full_shape, shape)
     return fig
+
+
+def _title(ax: Axes, name: str, kind: str, detail: str, full_shape: tuple[int, int], shape: tuple[int, int]) -> None:
+    """Title a quicklook's ``ax``: the raster's ``name`` and ``kind``, ``detail``, and its size (rows, cols)
+    ``full_shape``, with the ``shape`` it is shown at when smaller; returns None."""
+    rows, cols = full_shape
+    size = f"{cols}x{rows} px" + (f", shown at {shape[1]}x{shape[0]}" if tuple(shape) != tuple(full_shape) else "")
+    ax.set_title(f"{name}: {kind}\n{detail}\n{size}", fontsize=8)
 
 
 def thumbnail_quicklook_png(stack: np.ndarray, names: list[str], full_shape: tuple[int, int], scene_name: str,
@@ -180,14 +189,11 @@ def thumbnail_quicklook_png(stack: np.ndarray, names: list[str], full_shape: tup
     rather than read again; ``scene_name`` names the scene in its title. Returns ``out_png``."""
     shape = stack.shape[:2]
     fig, ax = _blank_quicklook(shape, side_panel=False)
-    detail = _rgb_drawn(stack, names, ax)
-    rows, cols = full_shape
-    size = f"{cols}x{rows} px" + (f", shown at {shape[1]}x{shape[0]}" if shape != tuple(full_shape) else "")
-    ax.set_title(f"{scene_name}: scene\n{detail}\n{size}", fontsize=8)
+    _title(ax, scene_name, "scene", _rgb_drawn(stack, names, ax), full_shape, shape)
     return save_png(fig, out_png)
 
 
-def quicklook_png(raster: Path, out_png: Path, kind: QuicklookKind, max_side: int = 768) -> Path:
+def quicklook_png(raster: Path, out_png: Path, kind: QuicklookKind, max_side: int = QUICKLOOK_SIDE) -> Path:
     """A PNG of ``raster`` with its longer side at most ``max_side`` pixels; returns ``out_png``.
 
     The raster (any file rasterio opens: GeoTIFF, COG) is read decimated with
@@ -206,7 +212,7 @@ def quicklook_png(raster: Path, out_png: Path, kind: QuicklookKind, max_side: in
     return save_png(quicklook_figure(raster, kind, max_side), out_png)
 
 
-def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: int = 768,
+def prediction_quicklooks(output: Mapping[str, Any], out_dir: Path, max_side: int = QUICKLOOK_SIDE,
                           name: str | None = None, kinds: tuple[str, ...] = tuple(QUICKLOOK_SOURCES)
                           ) -> list[tuple[str, Path]]:
     """Quicklooks of one predict (or mosaic) output entry (keys ``scene``, ``mask_cog``, ``probability_cog``).
