@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import yaml
 
@@ -47,6 +48,7 @@ def _job(tmp_path: Path, api_url: str, collection: str, bundle: Path) -> Path:
     return path
 
 
+@pytest.mark.realdata  # its Items are windows of ../shared/data's RGB.byte.tif
 def test_nightly_from_stac_redoes_only_what_changed(stac_api, rgb_bundle, s3_server, s3_env, tmp_path):
     pieces = {name: _piece(s3_server, tmp_path, name) for name in PIECES}
     stac_api.add_collection("nightly", [pieces["piece_a"], pieces["piece_b"]])
